@@ -1,0 +1,46 @@
+"""`orpheus setup`: APIs, bucket, registry, API-key secret, service accounts (idempotent)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from orpheus_deploy.commands import settings_for, ui_for
+
+
+def setup(
+    ctx: typer.Context,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", help="API key to store ('-' reads it from stdin; default: generate one).",
+        show_default=False)] = None,
+    rotate_key: Annotated[bool, typer.Option(
+        "--rotate-key", help="Add a new version to an existing API-key secret.")] = False,
+) -> None:
+    """Prepare the project: enable APIs, create the bucket, registry, secret and accounts."""
+    from orpheus_deploy.phases.setup import KeySource, run_setup
+
+    ui = ui_for(ctx)
+    settings = settings_for(ctx)
+    if api_key == "-":
+        source = KeySource.from_stdin(sys.stdin)
+    elif api_key is not None:
+        source = KeySource.given(api_key)
+    elif not sys.stdin.isatty() and not sys.stdin.closed and _stdin_has_data():
+        source = KeySource.from_stdin(sys.stdin)
+    else:
+        source = KeySource.generate()
+    run_setup(settings, ui, source, rotate_key=rotate_key)
+
+
+def _stdin_has_data() -> bool:
+    """True when a key is piped in (`echo KEY | orpheus setup`), without blocking on a pipe
+    that stays open and empty."""
+    import select
+
+    try:
+        ready, _, _ = select.select([sys.stdin], [], [], 0)
+    except (ValueError, OSError, TypeError):
+        return False
+    return bool(ready)
