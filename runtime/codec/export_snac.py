@@ -1,0 +1,177 @@
+"""Export the SNAC decoder to ONNX (run at frontend image build time; the only torch user).
+
+    python -m runtime.codec.export_snac \
+        --checkpoint hubertsiuzdak/snac_24khz --out snac_decoder.onnx
+
+`--checkpoint` is a Hugging Face repo id (downloaded with huggingface_hub), a local directory
+holding ``config.json`` and ``pytorch_model.bin``, or a weights file
+(``.pt``/``.bin``) with ``--config``.
+
+The exported graph maps the three code levels (int64 ``codes_0 [1, n]``, ``codes_1 [1, 2n]``,
+``codes_2 [1, 4n]``) to ``audio [1, 1, hop * 4n]`` with n dynamic. Two changes make it a faithful,
+fast inference graph:
+
+* SNAC's decoder adds random noise scaled by a learned projection (a training-time regulariser that
+  makes every decode of the same codes different). It is left out, so that decoding is deterministic
+  and a chunk decoded with context matches the same frames decoded whole.
+* Weight normalisation is folded into plain convolution weights (identical function, fewer nodes).
+
+`verify` decodes random codes with torch (noise likewise off, weight norm not folded) and with ONNX
+Runtime and returns the largest absolute difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.codec.snac_onnx import INPUT_NAMES, OUTPUT_NAME
+
+DEFAULT_OPSET = 17
+REAL_24KHZ_CONFIG: dict[str, Any] = {
+    "sampling_rate": 24000,
+    "encoder_dim": 48,
+    "encoder_rates": [2, 4, 8, 8],
+    "decoder_dim": 1024,
+    "decoder_rates": [8, 8, 4, 2],
+    "attn_window_size": None,
+    "codebook_size": 4096,
+    "codebook_dim": 8,
+    "vq_strides": [4, 2, 1],
+    "noise": True,
+    "depthwise": True,
+}
+
+
+def load_checkpoint(checkpoint: str, config: str | None = None) -> Any:
+    """A SNAC model in eval mode from a repo id, a directory, or a weights file plus config."""
+    import torch
+    from snac import SNAC
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        model = SNAC.from_config(str(path / "config.json"))
+        weights = path / "pytorch_model.bin"
+    elif path.is_file():
+        if config is None:
+            raise SystemExit(f"{path} is a weights file: pass --config with its config.json")
+        model = SNAC.from_config(config)
+        weights = path
+    else:
+        return SNAC.from_pretrained(checkpoint).eval()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _decoder_module(model: Any, *, fold_weight_norm: bool) -> Any:
+    """codes -> audio as one torch module, noise removed (see module docstring)."""
+    import torch
+    from snac.layers import NoiseBlock
+    from torch.nn.utils import parametrize
+
+    model = copy.deepcopy(model).eval()
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, NoiseBlock):
+                setattr(module, name, torch.nn.Identity())
+    if fold_weight_norm:
+        for module in model.modules():
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+    class SnacDecoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.quantizer = model.quantizer
+            self.decoder = model.decoder
+
+        def forward(self, codes_0: Any, codes_1: Any, codes_2: Any) -> Any:
+            return self.decoder(self.quantizer.from_codes([codes_0, codes_1, codes_2]))
+
+    return SnacDecoder().eval()
+
+
+def _example_codes(frames: int, codebook_size: int, seed: int) -> list[Any]:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        torch.randint(0, codebook_size, (1, frames * k), generator=generator) for k in (1, 2, 4)
+    ]
+
+
+def export_decoder(model: Any, out_path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Write the decoder graph to `out_path` (dynamic frame count) and return the path."""
+    import torch
+
+    if list(model.vq_strides) != [4, 2, 1]:
+        raise ValueError(f"Orpheus frames need vq_strides [4, 2, 1], got {model.vq_strides}")
+    module = _decoder_module(model, fold_weight_norm=True)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {name: {1: f"len_{k}"} for name, k in zip(INPUT_NAMES, (1, 2, 4), strict=True)}
+    with torch.inference_mode():
+        torch.onnx.export(
+            module,
+            tuple(_example_codes(4, model.codebook_size, seed=0)),
+            str(out_path),
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={**axes, OUTPUT_NAME: {2: "samples"}},
+            opset_version=opset,
+            dynamo=False,  # the TorchScript exporter needs no onnxscript and handles SNAC fully
+        )
+    return out_path
+
+
+def verify(model: Any, onnx_path: str | Path, frames: tuple[int, ...] = (1, 3, 8)) -> float:
+    """Largest |ONNX - torch| over random codes for several frame counts; printed and returned."""
+    import torch
+
+    from runtime.codec.snac_onnx import SnacOnnxDecoder
+
+    reference = _decoder_module(model, fold_weight_norm=False)
+    decoder = SnacOnnxDecoder(onnx_path)
+    worst = 0.0
+    for seed, count in enumerate(frames):
+        codes = _example_codes(count, model.codebook_size, seed=seed + 1)
+        with torch.inference_mode():
+            expected = reference(*codes).numpy().reshape(-1)
+        grid = np.zeros((count, 7), dtype=np.int64)
+        grid[:, 0] = codes[0].numpy().reshape(-1)
+        grid[:, [1, 4]] = codes[1].numpy().reshape(count, 2)
+        grid[:, [2, 3, 5, 6]] = codes[2].numpy().reshape(count, 4)
+        frames_ = [tuple(int(c) for c in row) for row in grid]
+        got = decoder.decode(frames_)  # type: ignore[arg-type]
+        if got.shape != expected.shape:
+            raise ValueError(f"ONNX gave {got.shape} samples, torch {expected.shape}")
+        worst = max(worst, float(np.max(np.abs(got - expected))))
+    print(f"max abs error ONNX vs torch: {worst:.3g}")
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default="hubertsiuzdak/snac_24khz")
+    parser.add_argument("--config", help="config.json when --checkpoint is a weights file")
+    parser.add_argument("--out", default="snac_decoder.onnx")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-3, help="fail when ONNX differs more than this"
+    )
+    args = parser.parse_args(argv)
+    model = load_checkpoint(args.checkpoint, args.config)
+    path = export_decoder(model, args.out, opset=args.opset)
+    error = verify(model, path)
+    print(json.dumps({"out": str(path), "max_abs_error": error}))
+    return 0 if error <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
