@@ -1,0 +1,194 @@
+"""The two Cloud Run service specs, as pure functions of the settings (design sections 3 and 6).
+
+Nothing here talks to a server: ``plan`` prints these, ``deploy`` sends them in one
+``update_service(allow_missing=True)`` call each, and unit tests assert them field by field.
+``google.cloud.run_v2`` is imported inside the functions so that importing this module (the CLI
+does, at start-up) stays cheap and free of Google Cloud imports.
+
+Deliberately *not* set: ``template.revision`` (Cloud Run names revisions itself; a fixed name makes
+the second deploy fail), ``traffic`` (the default sends 100% to the latest ready revision).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orpheus_deploy.config import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from google.cloud import run_v2
+
+# Who made the service, visible in the console and used by `status`/`destroy` to recognise ours.
+MANAGED_BY_LABEL = ("managed-by", "orpheus-deploy")
+
+# Startup probe of the backend: llama-server answers GET /health with 503 while the model loads
+# and 200 once ready. A multi-GB .gguf read through the Cloud Storage FUSE mount can take minutes,
+# so the probe allows 90 x 10 s = 15 min. Cloud Run caps failure_threshold * period_seconds at
+# 600 s for CPU-only services and 1800 s with a GPU (cloud.google.com/run/docs/configuring/
+# healthchecks); period and initial delay are each capped at 240 s.
+STARTUP_PROBE_PERIOD_S = 10
+STARTUP_PROBE_TIMEOUT_S = 5
+STARTUP_PROBE_FAILURES = 90
+# The frontend starts in seconds (ONNX session + FastAPI); a short budget catches a crash loop fast.
+FRONTEND_PROBE_FAILURES = 12
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _labels(settings: Settings, component: str) -> dict[str, str]:
+    key, value = MANAGED_BY_LABEL
+    return {key: value, "orpheus-name": settings.name, "orpheus-component": component}
+
+
+def _require_digest(image: str) -> str:
+    # Deploying by digest makes a revision immutable: a tag can move under a running service, and
+    # a re-deploy of the same digest is recognisably a no-op.
+    if "@sha256:" not in image:
+        raise ValueError(f"image must be pinned by digest (…@sha256:…), got {image!r}")
+    return image
+
+
+def backend_service_spec(settings: Settings, image: str, model_object: str) -> run_v2.Service:
+    """The GPU inference service: internal-only, IAM-protected, scale 0..max, model mounted RO."""
+    from google.cloud import run_v2
+    from google.protobuf import duration_pb2
+
+    n = settings.names
+    if not model_object:
+        raise ValueError("model_object is required (run `orpheus upload-model` first)")
+    env = {
+        "MODEL_PATH": f"{n.mount_path}/{model_object}",
+        "N_GPU_LAYERS": str(settings.n_gpu_layers),
+        "N_CTX": str(settings.n_ctx),
+        "N_PARALLEL": str(settings.n_parallel),
+    }
+    container = run_v2.Container(
+        name="backend",
+        image=_require_digest(image),
+        ports=[run_v2.ContainerPort(name="http1", container_port=n.backend_port)],
+        env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()],
+        resources=run_v2.ResourceRequirements(
+            limits={"cpu": settings.backend_cpu, "memory": settings.backend_memory,
+                    GPU_RESOURCE: str(settings.gpu_count)},
+            # A GPU instance must have CPU always allocated (Cloud Run rejects throttling), and
+            # the boost shortens the cold start, which is dominated by reading the model.
+            cpu_idle=False,
+            startup_cpu_boost=True,
+        ),
+        volume_mounts=[run_v2.VolumeMount(name=n.volume, mount_path=n.mount_path)],
+        startup_probe=run_v2.Probe(
+            http_get=run_v2.HTTPGetAction(path="/health", port=n.backend_port),
+            period_seconds=STARTUP_PROBE_PERIOD_S,
+            timeout_seconds=STARTUP_PROBE_TIMEOUT_S,
+            failure_threshold=STARTUP_PROBE_FAILURES,
+        ),
+    )
+    template = run_v2.RevisionTemplate(
+        labels=_labels(settings, "backend"),
+        service_account=n.backend_sa_email,
+        execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
+        scaling=run_v2.RevisionScaling(
+            min_instance_count=settings.backend_min_instances,
+            max_instance_count=settings.backend_max_instances,
+        ),
+        # llama-server's parallel slots are the real concurrency; more requests would only queue
+        # inside one instance while a second instance (a second GPU) is what costs money.
+        max_instance_request_concurrency=settings.backend_concurrency,
+        timeout=duration_pb2.Duration(seconds=settings.backend_timeout_s),
+        node_selector=run_v2.NodeSelector(accelerator=settings.gpu_type),
+        gpu_zonal_redundancy_disabled=not settings.gpu_zonal_redundancy,
+        containers=[container],
+        volumes=[run_v2.Volume(
+            name=n.volume,
+            gcs=run_v2.GCSVolumeSource(bucket=n.bucket, read_only=True),
+        )],
+    )
+    return run_v2.Service(
+        name=n.backend_service_path,
+        labels=_labels(settings, "backend"),
+        # Only requests that come through a VPC in this project reach it; the frontend's Direct
+        # VPC egress is that path. IAM is still checked (invoker_iam_disabled stays False).
+        ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_ONLY,
+        invoker_iam_disabled=False,
+        template=template,
+    )
+
+
+def frontend_service_spec(settings: Settings, image: str, backend_uri: str) -> run_v2.Service:
+    """The public CPU API: checks the API key, calls the backend with an ID token via the VPC."""
+    from google.cloud import run_v2
+    from google.protobuf import duration_pb2
+
+    n = settings.names
+    if not backend_uri.startswith("https://") and not backend_uri.startswith("http://"):
+        raise ValueError(f"backend_uri must be an http(s) URL, got {backend_uri!r}")
+    env = {
+        "ORPHEUS_API_URL": f"{backend_uri.rstrip('/')}/v1/completions",
+        "ORPHEUS_BACKEND_AUTH": "google-id-token",
+        "ORPHEUS_MODEL_NAME": "orpheus",
+        "ORPHEUS_TEMPERATURE": _num(settings.temperature),
+        "ORPHEUS_TOP_P": _num(settings.top_p),
+        "ORPHEUS_REPETITION_PENALTY": _num(settings.repetition_penalty),
+        "ORPHEUS_MAX_TOKENS": str(settings.max_tokens),
+        "ORPHEUS_API_TIMEOUT": str(settings.api_timeout_s),
+    }
+    env_vars = [run_v2.EnvVar(name=k, value=v) for k, v in env.items()]
+    # "latest" so that rotating the key is: add a secret version, then redeploy (or restart).
+    env_vars.append(run_v2.EnvVar(
+        name="API_KEY_SECRET",
+        value_source=run_v2.EnvVarSource(secret_key_ref=run_v2.SecretKeySelector(
+            secret=n.secret_path, version="latest")),
+    ))
+    container = run_v2.Container(
+        name="frontend",
+        image=_require_digest(image),
+        ports=[run_v2.ContainerPort(name="http1", container_port=n.frontend_port)],
+        env=env_vars,
+        resources=run_v2.ResourceRequirements(
+            limits={"cpu": settings.frontend_cpu, "memory": settings.frontend_memory},
+            # Request-based CPU (the cheap default): audio is decoded while the response streams,
+            # which is inside the request, so throttling between requests costs nothing.
+            cpu_idle=True,
+            startup_cpu_boost=True,
+        ),
+        startup_probe=run_v2.Probe(
+            http_get=run_v2.HTTPGetAction(path="/health", port=n.frontend_port),
+            period_seconds=STARTUP_PROBE_PERIOD_S,
+            timeout_seconds=STARTUP_PROBE_TIMEOUT_S,
+            failure_threshold=FRONTEND_PROBE_FAILURES,
+        ),
+    )
+    template = run_v2.RevisionTemplate(
+        labels=_labels(settings, "frontend"),
+        service_account=n.frontend_sa_email,
+        execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
+        scaling=run_v2.RevisionScaling(
+            min_instance_count=settings.frontend_min_instances,
+            max_instance_count=settings.frontend_max_instances,
+        ),
+        max_instance_request_concurrency=settings.frontend_concurrency,
+        # Long texts stream for a while; the frontend's own backend timeout is the tighter bound.
+        timeout=duration_pb2.Duration(seconds=max(settings.api_timeout_s + 60, 300)),
+        # Direct VPC egress with ALL_TRAFFIC: the call to the backend's *.run.app URL must leave
+        # through the VPC to count as internal (PRIVATE_RANGES_ONLY would send it over the
+        # internet, where the internal-only backend refuses it). Private Google Access on the
+        # subnet (resources/network.py) lets that traffic reach Google APIs without a NAT.
+        vpc_access=run_v2.VpcAccess(
+            egress=run_v2.VpcAccess.VpcEgress.ALL_TRAFFIC,
+            network_interfaces=[run_v2.VpcAccess.NetworkInterface(
+                network=settings.network, subnetwork=settings.subnet)],
+        ),
+        containers=[container],
+    )
+    return run_v2.Service(
+        name=n.frontend_service_path,
+        labels=_labels(settings, "frontend"),
+        ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
+        invoker_iam_disabled=False,
+        template=template,
+    )
+
+
+def _num(value: float) -> str:
+    # 0.6 rather than 0.6000000000000001 or "0.60": what a person would type in the console.
+    return repr(float(value))
