@@ -1,0 +1,93 @@
+"""Per-request context and the access log: one JSON line per request with its id, status,
+latency, time to first byte and, for speech, the audio it produced.
+
+A pure ASGI middleware (not Starlette's BaseHTTPMiddleware, which buffers streamed bodies through a
+memory stream and hides disconnects) so that it sees exactly when bytes leave.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.frontend.logging_setup import REQUEST_ID
+
+__all__ = ["AccessLogMiddleware", "request_id_from_headers"]
+
+log = logging.getLogger("orpheus.frontend.access")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id_from_headers(headers: dict[bytes, bytes]) -> str:
+    """The caller's X-Request-ID if it is sane, else Cloud Run's trace id, else a new one."""
+    given = headers.get(b"x-request-id", b"").decode("latin-1").strip()
+    if _SAFE_ID.match(given):
+        return given
+    trace = headers.get(b"x-cloud-trace-context", b"").decode("latin-1").split("/")[0].strip()
+    if _SAFE_ID.match(trace):
+        return trace
+    return uuid.uuid4().hex
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        request_id = request_id_from_headers(headers)
+        token = REQUEST_ID.set(request_id)
+        start = time.perf_counter()
+        status = 0
+        first_byte: float | None = None
+        body_bytes = 0
+        complete = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, first_byte, body_bytes, complete
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if body and first_byte is None:
+                    first_byte = time.perf_counter()
+                body_bytes += len(body)
+                if not message.get("more_body", False):
+                    complete = True
+            await send(message)
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            fields: dict[str, object] = {
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "status": status or 500,
+                "latency_ms": round((time.perf_counter() - start) * 1000.0, 1),
+                "ttfb_ms": None if first_byte is None else round((first_byte - start) * 1000.0, 1),
+                "response_bytes": body_bytes,
+                "complete": complete,
+            }
+            stats = scope.get("state", {}).get("speech_stats")
+            if stats is not None:
+                fields.update(stats.fields())
+            level = logging.INFO
+            if error is not None or not complete or fields["status"] >= 500:  # type: ignore[operator]
+                level = logging.ERROR if error is not None or status >= 500 else logging.WARNING
+            message = f"{scope.get('method')} {scope.get('path')} {status or 500}"
+            log.log(level, message, extra=fields, exc_info=error)
+            REQUEST_ID.reset(token)

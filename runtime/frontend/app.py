@@ -1,0 +1,105 @@
+"""The FastAPI application. `create_app(settings)` builds it; nothing happens at import.
+
+Resources (ONNX session, decode thread pool, HTTP client, ID token cache) are made in
+the lifespan and released there, so importing this module is free and tests can build several apps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from runtime.codec.encoders import SUPPORTED_FORMATS, open_encoder
+from runtime.codec.snac_onnx import SnacOnnxDecoder
+from runtime.frontend.access_log import AccessLogMiddleware
+from runtime.frontend.backend_client import BackendClient, GenerationParams, IdTokenProvider
+from runtime.frontend.errors import install_error_handlers
+from runtime.frontend.routes import router
+from runtime.frontend.settings import Settings, load_settings
+from runtime.frontend.speech import SpeechService
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("orpheus.frontend")
+
+
+def _working_formats() -> tuple[str, ...]:
+    """The formats this machine's PyAV can actually encode (a build without LAME has no mp3)."""
+    formats = []
+    for fmt in SUPPORTED_FORMATS:
+        try:
+            open_encoder(fmt).finish()
+        except Exception as exc:
+            log.warning("response_format %s unavailable: %s", fmt, exc)
+        else:
+            formats.append(fmt)
+    return tuple(formats)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; without `settings` they are read from the environment when it starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = settings or load_settings()
+        app.state.settings = cfg
+        executor = ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="orpheus-decode")
+        decoder = SnacOnnxDecoder(cfg.snac_model_path, threads=cfg.onnx_threads)
+        formats = _working_formats()
+        if cfg.default_format not in formats:
+            raise RuntimeError(f"ORPHEUS_DEFAULT_FORMAT {cfg.default_format!r} is not available")
+        tokens = IdTokenProvider(cfg.audience) if cfg.backend_auth == "google-id-token" else None
+        http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
+            timeout=httpx.Timeout(cfg.api_timeout),
+        )
+        backend = BackendClient(
+            http,
+            cfg.api_url,
+            GenerationParams(
+                model=cfg.model_name,
+                max_tokens=cfg.max_tokens,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                repetition_penalty=cfg.repetition_penalty,
+            ),
+            tokens=tokens,
+            stall_timeout=cfg.api_timeout,
+            initial_backoff=cfg.retry_initial_backoff,
+            max_backoff=cfg.retry_max_backoff,
+        )
+        app.state.backend = backend
+        app.state.speech = SpeechService(cfg, backend, decoder, executor, formats)
+        log.info(
+            "frontend ready",
+            extra={
+                "backend_url": cfg.api_url,
+                "backend_auth": cfg.backend_auth,
+                "api_keys": len(cfg.api_keys),  # how many, never which
+                "formats": list(formats),
+                "snac_model": str(cfg.snac_model_path),
+            },
+        )
+        try:
+            yield
+        finally:
+            await http.aclose()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="Orpheus TTS",
+        description="OpenAI-compatible text-to-speech backed by Orpheus on Cloud Run.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    if settings is not None:
+        app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(AccessLogMiddleware)
+    return app

@@ -1,0 +1,58 @@
+"""API key check for every route but /health.
+
+Keys come from API_KEY_SECRET (several, comma-separated, while a key is being rotated). The
+presented key is compared with every configured key in constant time, without stopping at the first
+match, so the response time says nothing about which key or how much of it matched. Keys are never
+logged: not on success, not on failure.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from runtime.frontend.errors import APIError
+
+__all__ = ["key_matches", "presented_key", "require_api_key"]
+
+
+def presented_key(request: Request) -> str | None:
+    """`X-API-Key`, or `Authorization: Bearer <key>` (what the OpenAI SDKs send)."""
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def key_matches(candidate: str, keys: tuple[bytes, ...]) -> bool:
+    given = candidate.encode()
+    matched = False
+    for key in keys:
+        # `|` rather than `or`: every key is compared whatever the outcome of the previous ones.
+        matched |= hmac.compare_digest(given, key)
+    return matched
+
+
+async def require_api_key(request: Request) -> None:
+    """FastAPI dependency: 401 in OpenAI's shape unless a configured key was presented."""
+    keys: tuple[bytes, ...] = request.app.state.settings.api_keys
+    candidate = presented_key(request)
+    if candidate is None:
+        raise APIError(
+            401,
+            "missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not key_matches(candidate, keys):
+        raise APIError(
+            401,
+            "incorrect API key provided",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,242 @@
+"""Streaming client for the backend's OpenAI-style `POST /v1/completions` (llama.cpp's
+`llama-server`, `llama_cpp.server`, LM Studio: anything that streams completions as SSE).
+
+Retries: a cold Cloud Run GPU instance answers 503 (or 429 when every slot is busy) and a backend
+that is still starting refuses connections; those are retried with exponential backoff (honouring
+`Retry-After`) until the caller's deadline. Any other answer fails at once with the backend's own
+message, because retrying a 400 only delays the same error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from runtime.frontend.errors import BackendError, BackendTimeout, BackendUnavailable
+
+__all__ = ["BackendClient", "GenerationParams", "IdTokenProvider"]
+
+log = logging.getLogger("orpheus.frontend.backend")
+
+_RETRY_STATUSES = frozenset({429, 502, 503})
+# Orpheus' end-of-speech token, as a completions server renders it. Stopping on it server-side
+# frees the slot at once instead of after max_tokens.
+END_OF_SPEECH_TEXT = "<custom_token_2>"
+
+
+class IdTokenProvider:
+    """Google-signed ID tokens for the backend's audience, cached until shortly before expiry.
+
+    `fetch_id_token_credentials` picks the right source (the metadata server on Cloud Run, a
+    service-account key file elsewhere); fetching and refreshing are blocking HTTP calls, run
+    in a worker thread. One refresh at a time: concurrent requests wait for the same new token.
+    """
+
+    # ID tokens live an hour; refreshing 5 minutes early keeps an in-flight request from racing
+    # the expiry (Cloud Run checks the token when the request arrives).
+    REFRESH_MARGIN_S = 300.0
+
+    def __init__(self, audience: str, clock: Callable[[], float] = time.time) -> None:
+        self.audience = audience
+        self._clock = clock
+        self._credentials: Any = None
+        self._lock = asyncio.Lock()
+        self.fetches = 0  # how many times a token was actually fetched (for tests and logs)
+
+    def _fresh(self) -> bool:
+        creds = self._credentials
+        if creds is None or not creds.token or creds.expiry is None:
+            return False
+        # google-auth keeps `expiry` as a naive UTC datetime.
+        expires_at = creds.expiry.replace(tzinfo=datetime.timezone.utc).timestamp()
+        return expires_at - self._clock() > self.REFRESH_MARGIN_S
+
+    def _refresh_blocking(self) -> None:
+        import google.auth.transport.requests
+        import google.oauth2.id_token
+
+        request = google.auth.transport.requests.Request()
+        if self._credentials is None:
+            self._credentials = google.oauth2.id_token.fetch_id_token_credentials(
+                self.audience, request=request
+            )
+        self._credentials.refresh(request)
+        self.fetches += 1
+
+    async def token(self) -> str:
+        if not self._fresh():
+            async with self._lock:
+                if not self._fresh():
+                    try:
+                        await asyncio.to_thread(self._refresh_blocking)
+                    except Exception as exc:
+                        log.error("could not obtain an ID token for %s: %s", self.audience, exc)
+                        raise BackendUnavailable(
+                            "the frontend could not authenticate to the backend"
+                        ) from exc
+        return str(self._credentials.token)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    model: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    repetition_penalty: float
+
+    def payload(self, prompt: str) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            # llama.cpp's name; llama_cpp.server and llama-server both read `repeat_penalty`.
+            "repeat_penalty": self.repetition_penalty,
+            "stop": [END_OF_SPEECH_TEXT],
+            "stream": True,
+        }
+
+
+class BackendClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        params: GenerationParams,
+        *,
+        tokens: IdTokenProvider | None = None,
+        stall_timeout: float = 120.0,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 8.0,
+    ) -> None:
+        self._http = http
+        self.url = url
+        self.params = params
+        self._tokens = tokens
+        self._stall_timeout = stall_timeout
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+
+    async def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self._tokens is not None:
+            headers["Authorization"] = f"Bearer {await self._tokens.token()}"
+        return headers
+
+    async def _open(self, prompt: str, deadline: float) -> httpx.Response:
+        """Send the request, retrying cold-start answers until `deadline` (loop time)."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise BackendTimeout("the backend did not answer before the deadline")
+            timeout = httpx.Timeout(
+                connect=min(remaining, 10.0), read=self._stall_timeout, write=10.0, pool=remaining
+            )
+            request = self._http.build_request(
+                "POST",
+                self.url,
+                json=self.params.payload(prompt),
+                headers=await self._headers(),
+                timeout=timeout,
+            )
+            retry_after: float | None = None
+            try:
+                response = await self._http.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                reason = f"cannot connect to the backend ({type(exc).__name__})"
+            else:
+                if response.status_code == 200:
+                    return response
+                body = (await response.aread())[:300].decode("utf-8", "replace")
+                await response.aclose()
+                if response.status_code not in _RETRY_STATUSES:
+                    raise BackendError(
+                        f"the backend answered {response.status_code}: {body.strip() or 'no body'}"
+                    )
+                reason = f"the backend answered {response.status_code}"
+                retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+            backoff = min(self._max_backoff, self._initial_backoff * 2**attempt)
+            backoff *= 0.8 + 0.4 * random.random()  # jitter: cold starts hit many requests at once
+            if retry_after is not None:
+                backoff = max(backoff, min(retry_after, self._max_backoff))
+            remaining = deadline - loop.time()
+            if backoff >= remaining:
+                raise BackendUnavailable(f"{reason}; gave up after {attempt + 1} attempts")
+            attempt += 1
+            log.warning("%s; retrying in %.2f s (attempt %d)", reason, backoff, attempt + 1)
+            await asyncio.sleep(backoff)
+
+    async def stream_text(self, prompt: str, deadline: float) -> AsyncIterator[str]:
+        """Yield the generated text pieces as the backend streams them.
+
+        Closing the generator (a client that went away, a deadline) closes the HTTP response, which
+        drops the connection, which makes llama.cpp stop generating for that slot.
+        """
+        response = await self._open(prompt, deadline)
+        try:
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                # Some servers ignore `stream`; accept one JSON completion rather than fail.
+                body = json.loads(await response.aread())
+                text = _choice_text(body)
+                if text:
+                    yield text
+                return
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # comments, `event:` lines, keep-alives
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    event = json.loads(data)
+                except json.JSONDecodeError as exc:
+                    raise BackendError(
+                        f"the backend sent an unreadable event: {data[:100]}"
+                    ) from exc
+                if "error" in event:
+                    raise BackendError(f"the backend failed mid-stream: {_error_text(event)}")
+                text = _choice_text(event)
+                if text:
+                    yield text
+        except httpx.ReadTimeout as exc:
+            raise BackendTimeout(f"the backend sent nothing for {self._stall_timeout:g} s") from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise BackendError(f"the backend connection broke mid-stream ({exc})") from exc
+        finally:
+            await response.aclose()
+
+
+def _choice_text(event: dict[str, Any]) -> str:
+    choices = event.get("choices") or []
+    if not choices:
+        return str(event.get("content", ""))  # llama-server's native /completion shape
+    return str(choices[0].get("text") or "")
+
+
+def _error_text(event: dict[str, Any]) -> str:
+    error = event.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message", error))[:300]
+    return str(error)[:300]
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: not worth parsing for a cold start

@@ -1,0 +1,55 @@
+"""The HTTP surface. Thin: parse, check, hand over to the speech service, answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from runtime.codec.protocol import EMOTION_TAGS, VOICES
+from runtime.frontend.audio_response import AudioStreamResponse
+from runtime.frontend.auth import require_api_key
+from runtime.frontend.schemas import ModelCard, ModelList, SpeechRequest, VoiceList
+from runtime.frontend.speech import SpeechService, SpeechStats
+
+__all__ = ["router"]
+
+router = APIRouter()
+# Every route but /health needs a key; the dependency runs before the body is validated, so an
+# unauthenticated caller learns nothing about the schema.
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+
+
+def _service(request: Request) -> SpeechService:
+    return request.app.state.speech  # type: ignore[no-any-return]
+
+
+@router.get("/health", include_in_schema=True)
+async def health(request: Request) -> dict[str, str]:
+    # Deliberately does not call the backend: probes must not wake a scaled-to-zero GPU.
+    return {"status": "ok", "model": request.app.state.settings.model_name}
+
+
+@v1.post(
+    "/audio/speech",
+    responses={200: {"content": {"audio/mpeg": {}, "audio/wav": {}, "audio/pcm": {}}}},
+)
+async def create_speech(body: SpeechRequest, request: Request) -> AudioStreamResponse:
+    service = _service(request)
+    job = service.prepare(body)
+    stats = SpeechStats()
+    request.state.speech_stats = stats  # read by the access log when the response is done
+    return AudioStreamResponse(service.start(job, stats), job.fmt, buffered=not job.stream)
+
+
+@v1.get("/audio/voices", response_model=VoiceList)
+async def list_voices(request: Request) -> VoiceList:
+    settings = request.app.state.settings
+    voices = list(VOICES) + [v for v in settings.voices_extra if v not in VOICES]
+    return VoiceList(voices=voices, default="tara", emotion_tags=list(EMOTION_TAGS))
+
+
+@v1.get("/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    return ModelList(data=[ModelCard(id=request.app.state.settings.model_name)])
+
+
+router.include_router(v1)

@@ -1,0 +1,52 @@
+"""Request and response bodies of the HTTP API (OpenAI's speech schema plus `stream`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ModelCard", "ModelList", "SpeechRequest", "VoiceList"]
+
+# OpenAI allows 0.25..4.0; PyAV's atempo chain covers the same range.
+MIN_SPEED = 0.25
+MAX_SPEED = 4.0
+
+
+class SpeechRequest(BaseModel):
+    # Unknown fields are ignored (SDKs add new optional ones), but every field we accept is honoured
+    # or rejected: nothing is silently dropped.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field("orpheus", description="Model name; see GET /v1/models.")
+    input: str = Field(..., description="The text to speak; emotion tags such as <laugh> allowed.")
+    voice: str = Field("tara", description="One of GET /v1/audio/voices (case-insensitive).")
+    response_format: str | None = Field(
+        None,
+        description="wav, pcm (s16le 24 kHz mono), mp3, opus, flac or aac; "
+        "default ORPHEUS_DEFAULT_FORMAT (mp3, as OpenAI).",
+    )
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="Tempo, 0.25 to 4.0.")
+    stream: bool = Field(
+        True,
+        description="true: chunked audio as it is decoded; false: the whole file with a length "
+        "(a WAV then carries its exact sizes).",
+    )
+    stream_format: str | None = Field(None, description="Only 'audio' is supported.")
+    instructions: str | None = Field(None, description="Not supported by Orpheus; must be empty.")
+
+
+class VoiceList(BaseModel):
+    voices: list[str]
+    default: str
+    emotion_tags: list[str]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "orpheus"
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
