@@ -83,6 +83,10 @@ def _decoder_module(model: Any, *, fold_weight_norm: bool) -> Any:
     if fold_weight_norm:
         for module in model.modules():
             if parametrize.is_parametrized(module, "weight"):
+                # A deep copy shares the generated Parametrized* class with the original, and
+                # removing a parametrization edits that class: give the copy a class of its own.
+                cls = type(module)
+                module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
     class SnacDecoder(torch.nn.Module):
@@ -92,7 +96,17 @@ def _decoder_module(model: Any, *, fold_weight_norm: bool) -> Any:
             self.decoder = model.decoder
 
         def forward(self, codes_0: Any, codes_1: Any, codes_2: Any) -> Any:
-            return self.decoder(self.quantizer.from_codes([codes_0, codes_1, codes_2]))
+            # As `quantizer.from_codes`, but upsampling each level with expand + flatten: traced
+            # `repeat_interleave` freezes the example's length into the graph.
+            latent = 0
+            for quantizer, codes in zip(
+                self.quantizer.quantizers, (codes_0, codes_1, codes_2), strict=True
+            ):
+                level = quantizer.out_proj(quantizer.decode_code(codes))
+                if quantizer.stride > 1:
+                    level = level.unsqueeze(-1).expand(-1, -1, -1, quantizer.stride).flatten(2)
+                latent = latent + level
+            return self.decoder(latent)
 
     return SnacDecoder().eval()
 

@@ -25,9 +25,9 @@ from runtime.codec.protocol import SAMPLES_PER_FRAME, Frame
 from runtime.codec.tokens import TokenStreamParser
 
 # Defaults chosen with bench/decode (see its report): 3 frames (21 tokens) before the first audio,
-# then chunks of up to 16 frames with 2 frames of context each side.
+# then chunks doubling up to 32 frames, with 2 frames of context each side.
 DEFAULT_FIRST_CHUNK = 1
-DEFAULT_CHUNK = 16
+DEFAULT_CHUNK = 32
 DEFAULT_CONTEXT = 2
 
 
