@@ -68,34 +68,39 @@ def parallel_copy(source: Path, target_dir: Path, threads: int,
     target = target_dir / source.name
     partial = target_dir / f".{source.name}.partial"
     src = os.open(source, os.O_RDONLY)
-    dst = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    failed = threading.Event()
     try:
-        os.ftruncate(dst, size)
-
-        def copy_range(offset: int) -> None:
-            end = min(offset + chunk, size)
-            while offset < end and not failed.is_set():
-                data = os.pread(src, min(end - offset, 8 * 1024 * 1024), offset)
-                if not data:
-                    raise OSError(f"{source} ended at {offset} bytes, expected {size}")
-                os.pwrite(dst, data, offset)
-                offset += len(data)
-
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage") as pool:
-            futures = [pool.submit(copy_range, off) for off in range(0, size, chunk)]
-            for future in futures:
-                try:
-                    future.result()
-                except BaseException:
-                    failed.set()
-                    raise
+        dst = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(dst, size)
+            _copy_ranges(src, dst, size, threads, chunk, source)
+        finally:
+            os.close(dst)
+        os.replace(partial, target)
     except BaseException:
-        os.close(dst)
         partial.unlink(missing_ok=True)
         raise
     finally:
         os.close(src)
-    os.close(dst)
-    os.replace(partial, target)
     return StagingResult(target, time.perf_counter() - start, size)
+
+
+def _copy_ranges(src: int, dst: int, size: int, threads: int, chunk: int, source: Path) -> None:
+    failed = threading.Event()
+
+    def copy_range(offset: int) -> None:
+        end = min(offset + chunk, size)
+        while offset < end and not failed.is_set():
+            data = os.pread(src, min(end - offset, 8 * 1024 * 1024), offset)
+            if not data:
+                raise OSError(f"{source} ended at {offset} bytes, expected {size}")
+            os.pwrite(dst, data, offset)
+            offset += len(data)
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage") as pool:
+        futures = [pool.submit(copy_range, off) for off in range(0, size, chunk)]
+        for future in futures:
+            try:
+                future.result()
+            except BaseException:
+                failed.set()  # the other ranges stop early instead of copying for nothing
+                raise

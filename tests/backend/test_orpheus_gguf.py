@@ -1,0 +1,104 @@
+"""The tiny Orpheus GGUF every suite uses: real vocabulary, deterministic, always valid audio.
+
+Loaded with the real llama.cpp (llama-cpp-python in this process), greedy and with the sampling the
+frontend uses, in F16 and Q8_0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.orpheus_gguf import (
+    AUDIO_BASE_ID,
+    CODEBOOK_SIZE,
+    END_OF_SPEECH_ID,
+    FRAME_TOKENS,
+    VOCAB_SIZE,
+    audio_codes,
+    audio_token_ids,
+    audio_token_texts,
+    build_vocab,
+    write_orpheus_gguf,
+)
+
+PROMPTS = [
+    "<|audio|>tara: Hello there, how are you today?<|eot_id|>",  # the community GGUF prompt
+    # The canonical prompt: start_of_human, text, eot, end_of_human, start_of_ai, start_of_speech.
+    "<custom_token_3><|begin_of_text|>leo: Hi! <laugh> Ça va?<|eot_id|>"
+    "<custom_token_4><custom_token_5><custom_token_1>",
+]
+SAMPLED = {"temperature": 0.6, "top_p": 0.9, "repeat_penalty": 1.1}
+GREEDY = {"temperature": 0.0}
+
+
+def test_vocabulary_matches_orpheus_ids() -> None:
+    tokens, types, merges = build_vocab()
+    assert len(tokens) == len(types) == VOCAB_SIZE
+    assert len(set(tokens)) == VOCAB_SIZE
+    assert tokens[128000] == "<|begin_of_text|>"
+    assert tokens[128009] == "<|eot_id|>"
+    assert tokens[128257] == "<custom_token_1>"  # start_of_speech
+    assert tokens[END_OF_SPEECH_ID] == "<custom_token_2>"
+    assert tokens[AUDIO_BASE_ID] == "<custom_token_10>"
+    assert tokens[-1] == f"<custom_token_{VOCAB_SIZE - 128256 - 1}>"
+    assert merges and all(" " in m for m in merges)
+
+
+def test_every_emitted_token_is_a_valid_audio_code_then_end_of_speech() -> None:
+    ids = audio_token_ids(12)
+    assert ids[-1] == END_OF_SPEECH_ID
+    audio = ids[:-1]
+    assert len(audio) == 12 * FRAME_TOKENS
+    assert len(set(audio)) == len(audio)  # never repeats: repetition penalty cannot bite
+    for i, token in enumerate(audio):
+        code = token - AUDIO_BASE_ID - CODEBOOK_SIZE * (i % FRAME_TOKENS)
+        assert 0 <= code < CODEBOOK_SIZE
+        assert code == audio_codes(12)[i // FRAME_TOKENS][i % FRAME_TOKENS]
+    assert audio_codes(1)[0][0] == 0  # code 0 is exercised
+    texts = audio_token_texts(12)
+    assert all(re.fullmatch(r"<custom_token_\d+>", t) for t in texts)
+
+
+def test_same_arguments_same_bytes(tmp_path: Path) -> None:
+    a = write_orpheus_gguf(tmp_path / "a.gguf", quant="F16", frames=3)
+    b = write_orpheus_gguf(tmp_path / "b.gguf", quant="F16", frames=3)
+    assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="quant must be one of"):
+        write_orpheus_gguf(tmp_path / "x.gguf", quant="Q4_K")
+    with pytest.raises(ValueError, match="frames need n_embd"):
+        write_orpheus_gguf(tmp_path / "x.gguf", frames=100)
+    with pytest.raises(ValueError, match="frames must be >= 1"):
+        write_orpheus_gguf(tmp_path / "x.gguf", frames=0)
+
+
+@pytest.fixture(scope="module", params=["Q8_0", "F16"])
+def llama(request: pytest.FixtureRequest, tiny_gguf_factory: Callable[..., Path]) -> Any:
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    return llama_cpp.Llama(str(tiny_gguf_factory(request.param)), n_ctx=1024, verbose=False,
+                           use_mmap=False)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+@pytest.mark.parametrize("sampling", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_llama_cpp_speaks_the_chain(llama: Any, prompt: str, sampling: dict[str, float]) -> None:
+    out = llama.create_completion(prompt, max_tokens=200, seed=7, **sampling)
+    choice = out["choices"][0]
+    assert choice["text"] == "".join(audio_token_texts())
+    assert choice["finish_reason"] == "stop"  # <|eot_id|> after end_of_speech ends generation
+
+
+def test_prompt_ids_follow_the_orpheus_tokenizer(llama: Any) -> None:
+    ids = llama.tokenize(PROMPTS[1].encode(), add_bos=False, special=True)
+    assert ids[:2] == [128259, 128000]
+    assert ids[-4:] == [128009, 128260, 128261, 128257]
+    text = llama.detokenize(ids[2:-4]).decode()
+    assert text == "leo: Hi! <laugh> Ça va?"
