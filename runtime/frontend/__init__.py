@@ -1,0 +1,38 @@
+"""orpheus-frontend: the public, API-key-protected, OpenAI-compatible speech service.
+
+Run it with ``python -m runtime.frontend`` (the container's CMD); build the app in code with
+``runtime.frontend.app.create_app(settings)``.
+
+HTTP API
+    POST /v1/audio/speech   {model, input, voice, response_format, speed, stream} -> audio
+    GET  /v1/audio/voices   GET /v1/models   GET /health (the only route without a key)
+    Keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Errors:
+    ``{"error": {"message", "type", "param", "code"}}``. The status line is sent only once the
+    first audio is decoded, so a failed backend gives 502/503/504, never a 200 with no audio; a
+    failure after that truncates the chunked stream (and is logged with the request id).
+
+Environment (design section 3 names first; the rest are optional tuning)
+    PORT                            listen port (Cloud Run sets it)                     5005
+    ORPHEUS_API_URL                 backend completions URL {backend}/v1/completions    http://127.0.0.1:1234/v1/completions
+    ORPHEUS_BACKEND_AUTH            none | google-id-token (audience = backend origin)  none
+    API_KEY_SECRET                  required; several keys comma-separated (rotation)
+    ORPHEUS_MODEL_NAME              model name sent to the backend and listed           orpheus
+    ORPHEUS_TEMPERATURE, ORPHEUS_TOP_P, ORPHEUS_REPETITION_PENALTY: sampling, 0.6 / 0.9 / 1.1
+    ORPHEUS_MAX_TOKENS              tokens per backend request (per text segment)       4096
+    ORPHEUS_API_TIMEOUT             seconds to the first audio (retries included), and  120
+                                    the longest silence tolerated mid-stream
+    SNAC_MODEL_PATH                 required; the SNAC 24 kHz decoder in ONNX form
+    ORPHEUS_MAX_INPUT_CHARS         longest accepted input                              4096
+    ORPHEUS_SEGMENT_CHARS           long input is generated in pieces of at most this   240
+    ORPHEUS_EXTRA_VOICES            comma-separated voices of a fine-tuned model        (none)
+    ORPHEUS_DEFAULT_FORMAT          response_format when the request has none; mp3 as   mp3
+                                    in OpenAI's API (wav, pcm, mp3, opus, flac, aac)
+    ORPHEUS_DECODE_WORKERS          threads for decoding/encoding (shared by requests)  4
+    ORPHEUS_ONNX_THREADS            ONNX Runtime threads per decode call                1
+    ORPHEUS_BACKEND_AUDIENCE        ID token audience if not the backend's origin       (origin)
+    ORPHEUS_RETRY_INITIAL_BACKOFF / ORPHEUS_RETRY_MAX_BACKOFF   cold-start retries (s)   0.5 / 8
+    ORPHEUS_LOG_LEVEL               log level of the JSON logs on stdout                INFO
+    ORPHEUS_HOST                    listen address                                      0.0.0.0
+
+A missing API_KEY_SECRET or SNAC decoder stops start-up with one line naming the variable (exit 2).
+"""

@@ -19,6 +19,7 @@ from runtime.codec.snac_onnx import SnacOnnxDecoder
 from runtime.frontend.access_log import AccessLogMiddleware
 from runtime.frontend.backend_client import BackendClient, GenerationParams, IdTokenProvider
 from runtime.frontend.errors import install_error_handlers
+from runtime.frontend.logging_setup import install_request_id_stamp
 from runtime.frontend.routes import router
 from runtime.frontend.settings import Settings, load_settings
 from runtime.frontend.speech import SpeechService
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await http.aclose()
             executor.shutdown(wait=False, cancel_futures=True)
 
+    install_request_id_stamp()
     app = FastAPI(
         title="Orpheus TTS",
         description="OpenAI-compatible text-to-speech backed by Orpheus on Cloud Run.",

@@ -15,12 +15,38 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["REQUEST_ID", "JsonFormatter", "configure_logging", "uvicorn_log_config"]
+__all__ = [
+    "REQUEST_ID",
+    "JsonFormatter",
+    "configure_logging",
+    "install_request_id_stamp",
+    "uvicorn_log_config",
+]
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 # Attributes every LogRecord has; anything else passed through `extra=` is a structured field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def install_request_id_stamp() -> None:
+    """Stamp the current request id on every record when it is created (idempotent).
+
+    A record factory rather than a handler filter: the id must be read in the context that logs,
+    and handlers (Cloud Logging's stdout, pytest's capture) may format it later or elsewhere.
+    """
+    current = logging.getLogRecordFactory()
+    if getattr(current, "_orpheus_request_id", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        return record
+
+    factory._orpheus_request_id = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 class JsonFormatter(logging.Formatter):

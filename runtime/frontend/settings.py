@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     snac_model_path: Path = Field(validation_alias=_env("SNAC_MODEL_PATH"))
 
     max_input_chars: int = Field(4096, ge=1, validation_alias=_env("ORPHEUS_MAX_INPUT_CHARS"))
-    segment_chars: int = Field(300, ge=20, validation_alias=_env("ORPHEUS_SEGMENT_CHARS"))
+    segment_chars: int = Field(240, ge=20, validation_alias=_env("ORPHEUS_SEGMENT_CHARS"))
     extra_voices: str = Field("", validation_alias=_env("ORPHEUS_EXTRA_VOICES"))
     default_format: str = Field("mp3", validation_alias=_env("ORPHEUS_DEFAULT_FORMAT"))
     decode_workers: int = Field(4, ge=1, le=64, validation_alias=_env("ORPHEUS_DECODE_WORKERS"))

@@ -1,0 +1,45 @@
+"""Reading what the frontend returns, for assertions (no frontend code involved)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import wave
+
+import numpy as np
+
+SAMPLES_PER_FRAME = 2048
+SAMPLE_RATE = 24000
+
+
+def wav_samples(data: bytes, *, streaming: bool) -> np.ndarray:
+    """Samples of a mono 16-bit 24 kHz WAV. A streamed WAV has 0xFFFFFFFF sizes (length unknown);
+    a complete one must carry exact sizes, which the `wave` module checks."""
+    assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt "
+    fmt, channels, rate, _, _, bits = struct.unpack("<HHIIHH", data[20:36])
+    assert (fmt, channels, rate, bits) == (1, 1, SAMPLE_RATE, 16)
+    assert data[36:40] == b"data"
+    (size,) = struct.unpack("<I", data[40:44])
+    if streaming:
+        assert size == 0xFFFFFFFF
+        return np.frombuffer(data[44:], dtype="<i2")
+    assert size == len(data) - 44
+    with wave.open(io.BytesIO(data)) as reader:
+        return np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
+
+
+def pcm_samples(data: bytes) -> np.ndarray:
+    assert len(data) % 2 == 0
+    return np.frombuffer(data, dtype="<i2")
+
+
+def decoded_seconds(data: bytes) -> float:
+    """Duration of a compressed file, decoded with PyAV (FFmpeg)."""
+    import av
+
+    samples = 0
+    with av.open(io.BytesIO(data)) as container:
+        for frame in container.decode(audio=0):
+            samples += frame.samples
+            rate = frame.sample_rate
+    return samples / rate

@@ -1,0 +1,94 @@
+"""API keys: missing, wrong, both header styles, rotation; and no key ever reaches a log."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import openai
+import pytest
+
+OLD = "sk-old-0123456789abcdef"
+NEW = "sk-new-fedcba9876543210"
+
+
+def speech(app, headers, body=None):
+    return httpx.post(
+        f"{app.base_url}/v1/audio/speech",
+        headers=headers,
+        json=body or {"input": "Hi.", "voice": "tara", "response_format": "pcm"},
+    )
+
+
+def assert_401(response: httpx.Response, code: str) -> None:
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == code
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.fixture
+def rotating(frontend_factory):
+    # Secret Manager values often end with a newline; spaces around commas are tolerated.
+    return frontend_factory(API_KEY_SECRET=f" {OLD} , {NEW}\n")
+
+
+def test_missing_key_is_401_on_every_v1_route(frontend):
+    assert_401(speech(frontend, {}), "missing_api_key")
+    for path in ("/v1/models", "/v1/audio/voices"):
+        assert_401(httpx.get(frontend.base_url + path), "missing_api_key")
+
+
+def test_wrong_key_is_401(frontend):
+    assert_401(speech(frontend, {"X-API-Key": frontend.api_key + "x"}), "invalid_api_key")
+    assert_401(speech(frontend, {"Authorization": "Bearer nope"}), "invalid_api_key")
+    assert_401(speech(frontend, {"Authorization": f"Basic {frontend.api_key}"}), "missing_api_key")
+
+
+def test_auth_is_checked_before_the_body(frontend):
+    # An anonymous caller gets 401, not a validation error describing the schema.
+    response = speech(frontend, {}, body={"voice": 5})
+    assert_401(response, "missing_api_key")
+
+
+def test_both_header_styles_work(frontend):
+    assert speech(frontend, {"X-API-Key": frontend.api_key}).status_code == 200
+    assert speech(frontend, {"Authorization": f"Bearer {frontend.api_key}"}).status_code == 200
+
+
+def test_rotation_old_and_new_keys_both_valid(rotating):
+    for key in (OLD, NEW):
+        assert speech(rotating, {"X-API-Key": key}).status_code == 200
+        audio = openai.OpenAI(base_url=f"{rotating.base_url}/v1", api_key=key).audio.speech.create(
+            model="orpheus", voice="tara", input="Rotated.", response_format="pcm"
+        )
+        assert len(audio.content) > 0
+    assert_401(speech(rotating, {"X-API-Key": f"{OLD},{NEW}"}), "invalid_api_key")
+    assert_401(speech(rotating, {"X-API-Key": OLD[:-1]}), "invalid_api_key")
+
+
+def test_openai_sdk_surfaces_the_401(frontend):
+    client = openai.OpenAI(base_url=f"{frontend.base_url}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client.audio.speech.create(model="orpheus", voice="tara", input="Hi.")
+    assert caught.value.status_code == 401
+    assert caught.value.body["code"] == "invalid_api_key"
+
+
+def test_health_needs_no_key(frontend):
+    assert httpx.get(f"{frontend.base_url}/health").status_code == 200
+
+
+def test_no_key_in_any_log(rotating, caplog):
+    caplog.set_level(logging.DEBUG)
+    speech(rotating, {"X-API-Key": OLD})
+    speech(rotating, {"Authorization": f"Bearer {NEW}"})
+    speech(rotating, {"X-API-Key": "sk-attacker-guess-123456"})
+    speech(rotating, {"X-API-Key": NEW}, body={"input": "", "voice": "tara"})
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "POST /v1/audio/speech 401" in logged  # the failures were logged...
+    assert "POST /v1/audio/speech 200" in logged
+    for secret in (OLD, NEW, "sk-attacker-guess-123456"):
+        assert secret not in logged  # ...without any key, right or wrong

@@ -1,0 +1,182 @@
+"""A failing backend never yields a 200 with empty audio; failures after audio are visible."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import httpx
+import openai
+import pytest
+
+from tests.fixtures.fake_backend import Behavior
+from tests.frontend.audio import SAMPLES_PER_FRAME, pcm_samples
+
+BODY = {"model": "orpheus", "input": "Hello.", "voice": "tara", "response_format": "wav"}
+
+
+def post(app, **extra):
+    return httpx.post(
+        f"{app.base_url}/v1/audio/speech",
+        headers=app.headers(),
+        json={**BODY, **extra},
+        timeout=30,
+    )
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "server_error" and error["code"] == code
+    return error
+
+
+def unused_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1/completions"  # nothing listens once the socket closes
+
+
+def test_backend_down_is_503_after_retries(frontend_factory, caplog):
+    caplog.set_level(logging.WARNING)
+    app = frontend_factory(ORPHEUS_API_URL=unused_url(), ORPHEUS_API_TIMEOUT="1.5")
+    error = assert_error(post(app), 503, "backend_unavailable")
+    assert "cannot connect" in error["message"]
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) >= 2  # it did retry with backoff before giving up
+
+
+def test_backend_down_surfaces_in_the_openai_sdk(frontend_factory):
+    app = frontend_factory(ORPHEUS_API_URL=unused_url(), ORPHEUS_API_TIMEOUT="1")
+    with pytest.raises(openai.InternalServerError) as caught:
+        app.openai(max_retries=0).audio.speech.create(model="orpheus", voice="tara", input="Hi")
+    assert caught.value.status_code == 503
+
+
+def test_503_then_up_is_retried(frontend, fake_backend):
+    fake_backend.script(Behavior.status_code(503), Behavior.status_code(429, retry_after="0"))
+    response = post(frontend, response_format="pcm")
+    assert response.status_code == 200
+    assert pcm_samples(response.content).size == 10 * SAMPLES_PER_FRAME
+    assert [r.behavior.kind for r in fake_backend.completions] == ["status", "status", "stream"]
+
+
+def test_503_until_the_deadline_is_503(frontend_factory, fake_backend):
+    fake_backend.default = Behavior.status_code(503)
+    app = frontend_factory(ORPHEUS_API_TIMEOUT="1")
+    assert_error(post(app), 503, "backend_unavailable")
+    assert len(fake_backend.completions) >= 2
+
+
+def test_backend_rejection_is_502_without_retry(frontend, fake_backend):
+    fake_backend.script(Behavior.status_code(400, body='{"error": {"message": "bad prompt"}}'))
+    error = assert_error(post(frontend), 502, "backend_error")
+    assert "400" in error["message"] and "bad prompt" in error["message"]
+    assert len(fake_backend.completions) == 1
+
+
+def test_hang_before_headers_is_504(frontend_factory, fake_backend):
+    fake_backend.default = Behavior.hang()
+    app = frontend_factory(ORPHEUS_API_TIMEOUT="1")
+    error = assert_error(post(app), 504, "backend_timeout")
+    assert "ORPHEUS_API_TIMEOUT" in error["message"]
+    # The hung backend request was abandoned, not left open.
+    (request,) = fake_backend.completions
+    assert request.closed.wait(5) and request.disconnected
+
+
+def test_hang_after_headers_is_504(frontend_factory, fake_backend):
+    fake_backend.default = Behavior.hang(headers=True)
+    app = frontend_factory(ORPHEUS_API_TIMEOUT="1")
+    assert_error(post(app), 504, "backend_timeout")
+
+
+def test_death_before_any_audio_is_502(frontend, fake_backend):
+    fake_backend.script(Behavior.die(after_frames=0))
+    error = assert_error(post(frontend), 502, "backend_error")
+    assert "mid-stream" in error["message"]
+
+
+def test_no_audio_tokens_is_502_not_empty_audio(frontend, fake_backend):
+    fake_backend.script(Behavior.stream(0, preamble="Sorry, I am a chat model."))
+    error = assert_error(post(frontend), 502, "backend_error")
+    assert "no audio" in error["message"]
+
+
+def test_death_mid_stream_truncates_the_response_and_is_logged(frontend, fake_backend, caplog):
+    caplog.set_level(logging.INFO)
+    fake_backend.script(Behavior.die(after_frames=6))
+    received = bytearray()
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST",
+            f"{frontend.base_url}/v1/audio/speech",
+            headers={**frontend.headers(), "X-Request-ID": "req-dies-42"},
+            json={**BODY, "response_format": "pcm"},
+        ) as response,
+    ):
+        assert response.status_code == 200  # audio had started
+        for chunk in response.iter_bytes():
+            received += chunk
+    assert 0 < len(received) < 6 * SAMPLES_PER_FRAME * 2
+    aborted = [r for r in caplog.records if "aborted" in r.getMessage()]
+    assert aborted and aborted[0].levelno == logging.ERROR
+    assert "req-dies-42" in json.dumps(_fields(aborted[0]))
+    access = [r for r in caplog.records if r.name == "orpheus.frontend.access"]
+    assert access[-1].__dict__["outcome"] == "aborted"
+    assert access[-1].__dict__["complete"] is False
+
+
+def test_death_mid_stream_raises_in_the_openai_sdk(frontend, fake_backend):
+    fake_backend.script(Behavior.die(after_frames=6))
+    client = frontend.openai(max_retries=0)
+    # The SDK brings its own HTTP stack (httpx2 in openai 3.x): match the error by what it says.
+    with (
+        pytest.raises(Exception, match="incomplete chunked read") as caught,
+        client.audio.speech.with_streaming_response.create(
+            model="orpheus", voice="tara", input="Dies.", response_format="wav"
+        ) as response,
+    ):
+        response.read()
+    assert type(caught.value).__name__ == "RemoteProtocolError"
+
+
+def test_client_disconnect_cancels_the_backend_request(frontend, fake_backend):
+    # 2000 frames at 200 tokens/s would take 70 s; the client reads one chunk and leaves.
+    fake_backend.script(Behavior.stream(2000, tokens_per_second=200))
+    with httpx.stream(
+        "POST",
+        f"{frontend.base_url}/v1/audio/speech",
+        headers=frontend.headers(),
+        json={**BODY, "response_format": "pcm"},
+    ) as response:
+        assert response.status_code == 200
+        next(response.iter_bytes())
+    (request,) = fake_backend.completions
+    assert request.closed.wait(10), "the backend request stayed open after the client left"
+    assert request.disconnected and not request.finished
+    assert request.tokens_sent < 2000 * 7
+
+
+def test_client_disconnect_before_audio_cancels_too(frontend_factory, fake_backend):
+    fake_backend.default = Behavior.hang(headers=True)
+    app = frontend_factory(ORPHEUS_API_TIMEOUT="60")
+    # The client gives up after 0.5 s without a byte; the app must notice and drop the backend.
+    with (
+        httpx.Client(timeout=httpx.Timeout(30, read=0.5)) as client,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        client.post(f"{app.base_url}/v1/audio/speech", headers=app.headers(), json=BODY)
+    (request,) = fake_backend.completions
+    assert request.closed.wait(10) and request.disconnected
+
+
+def _fields(record: logging.LogRecord) -> dict:
+    from runtime.frontend.logging_setup import JsonFormatter
+
+    return json.loads(JsonFormatter().format(record))
