@@ -96,7 +96,8 @@ class UI:
     def spinner(self, label: str) -> Iterator[Any]:
         """A spinner on stderr; yields a callable ``(label, elapsed_s)`` for ``gcp.wait_for``."""
         if self.json_mode or not self.err.is_terminal:
-            self.info(f"… {label}")
+            if self.verbose:
+                self.info(f"… {label}")
             yield lambda _label, _elapsed: None
             return
         with self.err.status(label) as status:

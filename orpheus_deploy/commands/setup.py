@@ -27,8 +27,8 @@ def setup(
         source = KeySource.from_stdin(sys.stdin)
     elif api_key is not None:
         source = KeySource.given(api_key)
-    elif not sys.stdin.isatty() and not sys.stdin.closed and _stdin_has_data():
-        source = KeySource.from_stdin(sys.stdin)
+    elif not sys.stdin.closed and not sys.stdin.isatty() and _stdin_has_data():
+        source = KeySource.from_stdin(sys.stdin, required=False)
     else:
         source = KeySource.generate()
     run_setup(settings, ui, source, rotate_key=rotate_key)

@@ -176,6 +176,7 @@ class PhaseReport:
     phase: str
     results: list[Result] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # extra fields of the --json result
 
     @property
     def changed(self) -> bool:
@@ -183,4 +184,5 @@ class PhaseReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"phase": self.phase, "changed": self.changed,
-                "results": [r.as_dict() for r in self.results], "messages": self.messages}
+                "results": [r.as_dict() for r in self.results], "messages": self.messages,
+                **self.data}

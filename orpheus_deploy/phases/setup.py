@@ -1,0 +1,139 @@
+"""Phase `setup`: everything the services need before an image or a model exists.
+
+Order matters: APIs first (nothing else works without them), service accounts before the
+bindings that name them, the bucket and the secret before their IAM bindings.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
+
+from orpheus_deploy.errors import InputError
+from orpheus_deploy.gcp import Cloud
+from orpheus_deploy.resources.apis import Apis
+from orpheus_deploy.resources.base import PhaseReport, Resource, reconcile
+from orpheus_deploy.resources.bucket import ModelBucket
+from orpheus_deploy.resources.iam import BucketIamBinding, SecretIamBinding
+from orpheus_deploy.resources.registry import Registry
+from orpheus_deploy.resources.secret import ApiKeySecret
+from orpheus_deploy.resources.service_accounts import ServiceAccount
+
+if TYPE_CHECKING:
+    from orpheus_deploy.config import Settings
+    from orpheus_deploy.ui import UI
+
+BUCKET_READER_ROLE = "roles/storage.objectViewer"
+SECRET_ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
+
+MIN_KEY_LENGTH = 16
+MAX_KEY_LENGTH = 512
+_KEY_ALPHABET = set(string.ascii_letters + string.digits + "-_.~+/=!@#$%^&*:;?")
+
+
+def validate_api_key(value: str) -> str:
+    """Accept a key that can travel in an HTTP header and in API_KEY_SECRET (comma-separated).
+    Error messages describe the problem, never the key."""
+    if not value:
+        raise InputError("The API key is empty", "pass --api-key, pipe one in, or omit it to "
+                                                 "generate one")
+    if len(value) < MIN_KEY_LENGTH:
+        raise InputError(f"The API key is too short ({len(value)} characters)",
+                         f"use at least {MIN_KEY_LENGTH} characters, or omit --api-key to "
+                         "generate a strong one")
+    if len(value) > MAX_KEY_LENGTH:
+        raise InputError(f"The API key is too long ({len(value)} characters)",
+                         f"use at most {MAX_KEY_LENGTH}")
+    if any(c not in _KEY_ALPHABET for c in value):
+        raise InputError("The API key contains whitespace, a comma or another character that "
+                         "cannot be used in an HTTP header or a key list",
+                         "use letters, digits and -_.~+/=!@#$%^&*:;?")
+    return value
+
+
+@dataclass
+class KeySource:
+    """Where the API key comes from. The value is produced only when it will be stored."""
+
+    kind: str  # "given" | "stdin" | "generated"
+    _value: str | None = field(default=None, repr=False)
+    _taken: bool = field(default=False, repr=False)
+
+    @classmethod
+    def given(cls, value: str) -> KeySource:
+        return cls("given", validate_api_key(value.strip()))
+
+    @classmethod
+    def from_stdin(cls, stream: TextIO, required: bool = True) -> KeySource:
+        text = stream.read().strip()
+        if not text and not required:
+            return cls.generate()
+        return cls("stdin", validate_api_key(text))
+
+    @classmethod
+    def generate(cls) -> KeySource:
+        return cls("generated")
+
+    @property
+    def generated(self) -> bool:
+        return self.kind == "generated"
+
+    def value(self) -> str:
+        self._taken = True
+        if self._value is None:
+            # 32 random bytes from the OS CSPRNG, URL-safe: fits in a header and a key list.
+            self._value = "ok_" + secrets.token_urlsafe(32)
+        return self._value
+
+    @property
+    def used(self) -> bool:
+        """Whether the value was taken to be stored."""
+        return self._taken
+
+    def __repr__(self) -> str:  # never show the value, even in a debugger or traceback
+        return f"KeySource(kind={self.kind!r})"
+
+
+def setup_resources(settings: Settings) -> list[Resource]:
+    """Setup's resources in creation order (destroy deletes them in reverse)."""
+    backend = ServiceAccount(settings, "backend")
+    frontend = ServiceAccount(settings, "frontend")
+    return [
+        Apis(settings),
+        backend,
+        frontend,
+        ModelBucket(settings),
+        BucketIamBinding(settings, BUCKET_READER_ROLE, backend.member),
+        Registry(settings),
+        ApiKeySecret(settings),
+        SecretIamBinding(settings, SECRET_ACCESSOR_ROLE, frontend.member),
+    ]
+
+
+def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = False,
+              cloud: Cloud | None = None) -> PhaseReport:
+    cloud = cloud or Cloud(settings)
+    cloud.ensure_credentials()
+    settings.require_project()
+    report = PhaseReport("setup")
+    for resource in setup_resources(settings):
+        with ui.spinner(f"{resource.key}"):
+            report.results.append(reconcile(resource, cloud))
+        if isinstance(resource, ApiKeySecret):
+            with ui.spinner(f"{resource.key}/version"):
+                result = resource.ensure_version(cloud, key.value, rotate=rotate_key)
+            report.results.append(result)
+            if key.kind != "generated" and not key.used and not rotate_key:
+                report.messages.append(
+                    "The secret already has a key, so the given key was not stored; "
+                    "pass --rotate-key to replace it.")
+    shown = key.generated and key.used
+    if shown and ui.json_mode:
+        report.data["api_key"] = key.value()  # the one place a --json caller can get it
+    ui.report(report)
+    if shown and not ui.json_mode:
+        # Shown once, on the terminal only; it is not stored anywhere on this machine.
+        ui.show_secret_once("API key", key.value())
+    return report

@@ -1,0 +1,97 @@
+"""The model bucket: in the deployment's region, uniform bucket-level access, public access
+prevention enforced (the model and the deployment state are private)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from orpheus_deploy.errors import EXIT_CONFLICT, CloudError
+from orpheus_deploy.gcp.errors import translated
+from orpheus_deploy.resources.base import Resource
+
+if TYPE_CHECKING:
+    from orpheus_deploy.config import Settings
+    from orpheus_deploy.gcp import Cloud
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    location: str  # upper case, as GCS reports it: "US-CENTRAL1"
+    uniform_access: bool
+    public_access_prevention: str
+
+
+class ModelBucket(Resource):
+    kind = "bucket"
+
+    @property
+    def name(self) -> str:
+        return self.settings.names.bucket
+
+    def desired(self, settings: Settings) -> BucketSpec:
+        return BucketSpec(location=settings.region.upper(), uniform_access=True,
+                          public_access_prevention="enforced")
+
+    def read(self, cloud: Cloud) -> BucketSpec | None:
+        with translated(f"read bucket {self.name}", cloud.project):
+            bucket = cloud.storage().lookup_bucket(self.name,
+                                                   retry=cloud.policy.storage_retry())
+        if bucket is None:
+            return None
+        return _spec_of(bucket)
+
+    def apply(self, cloud: Cloud, spec: BucketSpec) -> None:
+        from google.api_core import exceptions
+
+        client = cloud.storage()
+        with translated(f"create bucket {self.name}", cloud.project):
+            existing = client.lookup_bucket(self.name, retry=cloud.policy.storage_retry())
+            if existing is None:
+                bucket = client.bucket(self.name)
+                _configure(bucket, spec)
+                try:
+                    client.create_bucket(bucket, project=cloud.project,
+                                         location=spec.location.lower())
+                except exceptions.Conflict:
+                    # Bucket names are global: someone else may own this one.
+                    if client.lookup_bucket(self.name) is None:
+                        raise CloudError(
+                            f"Bucket name {self.name} is taken by another project",
+                            "set a different `name` in orpheus.toml", EXIT_CONFLICT,
+                            kind="conflict") from None
+                return
+            if existing.location and existing.location.upper() != spec.location:
+                raise CloudError(
+                    f"Bucket {self.name} exists in {existing.location}, not {spec.location}",
+                    "a bucket cannot move; delete it or use the bucket's region",
+                    EXIT_CONFLICT, kind="conflict")
+            _configure(existing, spec)
+            existing.patch(retry=cloud.policy.storage_retry())
+
+    def delete(self, cloud: Cloud) -> bool:
+        from google.api_core import exceptions
+
+        with translated(f"delete bucket {self.name}", cloud.project):
+            bucket = cloud.storage().lookup_bucket(self.name)
+            if bucket is None:
+                return False
+            try:
+                bucket.delete(force=True)
+            except exceptions.NotFound:
+                return False
+            return True
+
+
+def _configure(bucket: Any, spec: BucketSpec) -> None:
+    bucket.iam_configuration.uniform_bucket_level_access_enabled = spec.uniform_access
+    bucket.iam_configuration.public_access_prevention = spec.public_access_prevention
+
+
+def _spec_of(bucket: Any) -> BucketSpec:
+    config = bucket.iam_configuration
+    return BucketSpec(
+        location=(bucket.location or "").upper(),
+        uniform_access=bool(config.uniform_bucket_level_access_enabled),
+        public_access_prevention=config.public_access_prevention or "inherited",
+    )
