@@ -1,12 +1,44 @@
-"""`orpheus status` (stub until its issue lands)."""
+"""`orpheus status`: every resource, the services' URLs and revisions, images, GPU, cost."""
 
 from __future__ import annotations
 
 import typer
 
-from orpheus_deploy.commands import not_implemented
+from orpheus_deploy.commands import settings_for, ui_for
 
 
 def status(ctx: typer.Context) -> None:
     """Show the state of every deployed resource."""
-    not_implemented("status")
+    from rich.table import Table
+
+    from orpheus_deploy.gcp import Cloud
+    from orpheus_deploy.phases.lifecycle import status as run
+
+    ui = ui_for(ctx)
+    settings = settings_for(ctx)
+    report = run(settings, Cloud(settings))
+    if ui.json_mode:
+        ui.emit(report.as_dict())
+        return
+    table = Table(title=f"orpheus status ({settings.project}, {settings.region})")
+    for column in ("resource", "exists", "as desired", "detail"):
+        table.add_column(column)
+    for r in report.resources:
+        matches = "-" if r["matches"] is None else ("yes" if r["matches"] else "[yellow]no[/]")
+        table.add_row(r["key"], "yes" if r["exists"] else "[dim]no[/dim]", matches, r["detail"])
+    ui.out.print(table)
+    for name, svc in report.services.items():
+        if svc["exists"]:
+            ready = "ready" if svc["ready"] else f"NOT READY: {svc['message']}"
+            ui.out.print(f"{name}: {svc['uri']}  revision {svc['latest_created_revision']} "
+                         f"({ready})", markup=False)
+    for kind, digest in report.images.items():
+        ui.out.print(f"image {kind}: {digest or 'not built'}", markup=False)
+    gpu = report.gpu
+    ui.out.print(f"GPU: {gpu['type']} x{gpu['count']}, zonal redundancy "
+                 f"{'on' if gpu['zonal_redundancy'] else 'off'}, instances "
+                 f"{gpu['min_instances']}..{gpu['max_instances']}", markup=False)
+    cost = report.cost_per_hour
+    ui.out.print(f"Estimated cost while the backend runs: ${cost['total_usd']:.2f}/hour per "
+                 f"instance (list prices of {cost['prices_as_of']}, {cost['source']}); "
+                 "nothing while scaled to zero.", markup=False)

@@ -1,19 +1,62 @@
-"""`orpheus test` (stub until the deploy issue lands)."""
+"""`orpheus test`: 401 without a key, 401 with a wrong key, 200 and audio with the right one."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orpheus_deploy.commands import not_implemented
+from orpheus_deploy.commands import settings_for, ui_for
+
+if TYPE_CHECKING:
+    from orpheus_deploy.ui import UI
 
 
 def test(
     ctx: typer.Context,
-    key: Annotated[
-        str | None, typer.Option("--key", help="API key to use (default: read from the secret).")
-    ] = None,
+    key: Annotated[str | None, typer.Option(
+        "--key", help="API key to use (default: read from the secret).", envvar="ORPHEUS_API_KEY",
+        show_envvar=True)] = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", help="Frontend URL (default: the deployed service's URL).")] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", help="Seconds to wait for the audio (covers a GPU cold start).")] = 600.0,
 ) -> None:
     """Smoke-test the deployed service: synthesize a short phrase end to end."""
-    not_implemented("test")
+    from orpheus_deploy.phases import smoke_test as phase
+
+    ui = ui_for(ctx)
+    if url is None or key is None:
+        from orpheus_deploy.gcp import Cloud
+
+        settings = settings_for(ctx)
+        cloud = Cloud(settings)
+        cloud.ensure_credentials()
+        url = url or phase.frontend_url(settings, cloud)
+        key = key or phase.api_key_from_secret(settings, cloud)
+    result = phase.run_smoke_test(url, key, timeout_s=timeout)
+    if ui.json_mode:
+        ui.emit(result.as_dict())
+    else:
+        render(ui, result)
+    if not result.ok:
+        raise phase.SmokeTestFailed(result)
+
+
+def render(ui: UI, result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"orpheus test {result.url}")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("HTTP")
+    table.add_column("detail")
+    for c in result.checks:
+        table.add_row(c.name, "[green]pass[/green]" if c.ok else "[red]FAIL[/red]",
+                      str(c.status or "-"), c.detail, )
+    ui.err.print(table)
+    if result.total_s is not None:
+        ttfb = f"{result.ttfb_s:.2f}s" if result.ttfb_s is not None else "-"
+        audio = f"{result.audio_s:.2f}s" if result.audio_s is not None else "-"
+        ui.err.print(f"time to first byte {ttfb}, total {result.total_s:.2f}s, audio {audio}",
+                     markup=False)

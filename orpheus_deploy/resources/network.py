@@ -68,14 +68,26 @@ class SubnetPrivateAccess(Resource):
         body = compute_v1.SubnetworksSetPrivateIpGoogleAccessRequest(
             private_ip_google_access=spec.private_ip_google_access)
         with translated(f"enable Private Google Access on subnet {self.name}", s.project):
-            operation = cloud.compute("SubnetworksClient").set_private_ip_google_access(
+            operation = cloud.compute("SubnetworksClient").set_private_ip_google_access_unary(
                 project=s.names.project, region=s.region, subnetwork=s.subnet,
                 subnetworks_set_private_ip_google_access_request_resource=body)
-            # Poll at our own (injectable) pace; ExtendedOperation.result() would sleep 1 s+.
+            # Poll through our own RegionOperationsClient: the library's ExtendedOperation
+            # builds its own operations client, which ignores a custom endpoint, and would
+            # sleep 1 s+ per poll instead of following the (injectable) policy.
+            operations = cloud.compute("RegionOperationsClient")
             delays = cloud.policy.poll_delays()
-            while not operation.done():
+            started = time.monotonic()
+            while operation.status != compute_v1.Operation.Status.DONE:
+                if time.monotonic() - started > cloud.policy.operation_timeout_s:
+                    raise CloudError(f"Timed out enabling Private Google Access on {self.name}",
+                                     "re-run the command; the change may still complete")
                 time.sleep(next(delays))
-            operation.result(timeout=0)
+                operation = operations.get(project=s.names.project, region=s.region,
+                                           operation=operation.name)
+        if operation.error.errors:
+            message = "; ".join(e.message for e in operation.error.errors)
+            raise CloudError(f"Cannot enable Private Google Access on subnet {self.name}: "
+                             f"{message}", "check your permissions on the VPC network")
 
     def delete(self, cloud: Cloud) -> bool:
         return False

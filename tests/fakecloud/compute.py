@@ -53,7 +53,7 @@ def _routes() -> list[tuple[str, re.Pattern[str], str, str]]:
 
 
 def _json(message: Any) -> bytes:
-    return type(message).to_json(message, including_default_value_fields=False).encode()
+    return type(message).to_json(message, always_print_fields_with_no_presence=False).encode()
 
 
 class FakeCompute:

@@ -1,0 +1,353 @@
+"""`orpheus build`: pack, upload, run cloudbuild.yaml on Cloud Build, stream the log, keep digests.
+
+Skipped when the deployment state already records both image digests for this exact build
+context (same SHA-256 of the deterministic archive): the CUDA build is the slowest step of a
+deploy and rebuilding unchanged sources would only cost time and money.
+
+The log is streamed from the logs bucket (``gs://<build bucket>/logs/log-<id>.txt``, which Cloud
+Build appends to while it runs) rather than from Cloud Logging: a user-specified logs bucket is
+allowed with any build service account and needs no extra API or client library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orpheus_deploy.build_context import BuildContext, pack, project_root
+from orpheus_deploy.errors import EXIT_FAILURE, CloudError, InputError
+from orpheus_deploy.resources.base import CREATE, UNCHANGED, PhaseReport, Result
+
+if TYPE_CHECKING:
+    from orpheus_deploy.config import Settings
+    from orpheus_deploy.gcp import Cloud
+    from orpheus_deploy.state import DeploymentState
+
+CONFIG_FILE = "cloudbuild.yaml"
+CONTEXT_KEY = "build_context_sha256"  # kept in DeploymentState.extra
+LOG_TAIL_LINES = 25
+_STEP_LINE = re.compile(r'^Step #(\d+)(?: - "([^"]*)")?: ?(.*)$')
+
+
+@dataclass
+class BuildOutcome:
+    skipped: bool
+    build_id: str | None = None
+    digests: dict[str, str] = field(default_factory=dict)  # "backend"/"frontend" -> sha256:...
+    context_sha256: str = ""
+    files: int = 0
+    log_url: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped, "build_id": self.build_id, "digests": self.digests,
+                "context_sha256": self.context_sha256, "files": self.files,
+                "log_url": self.log_url}
+
+
+def image_ref(settings: Settings, kind: str, digest: str | None) -> str | None:
+    """``<registry>/<project>/<repo>/<name>-<kind>@sha256:…`` (what the services deploy)."""
+    if not digest:
+        return None
+    repo_path = settings.names.image(kind).rsplit(":", 1)[0]
+    return f"{repo_path}@{digest}"
+
+
+def load_build_config(root: Path) -> Any:
+    """cloudbuild.yaml as a ``cloudbuild_v1.Build`` (camelCase or snake_case keys, as gcloud)."""
+    import yaml
+    from google.cloud.devtools import cloudbuild_v1
+    from google.protobuf import json_format
+
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(f"{path} not found", "run orpheus from a checkout of orpheus-deploy")
+    data = yaml.safe_load(path.read_text())
+    build = cloudbuild_v1.Build()
+    try:
+        json_format.ParseDict(data, cloudbuild_v1.Build.pb(build))
+    except json_format.ParseError as exc:
+        raise InputError(f"{path} is not a valid build config: {exc}") from None
+    return build
+
+
+def build_request(settings: Settings, config: Any, bucket: str, source_object: str) -> Any:
+    """The Build to submit: cloudbuild.yaml plus our source, substitutions and log location."""
+    from google.cloud.devtools import cloudbuild_v1
+
+    n = settings.names
+    build = cloudbuild_v1.Build(config)
+    build.source = cloudbuild_v1.Source(storage_source=cloudbuild_v1.StorageSource(
+        bucket=bucket, object_=source_object))
+    build.substitutions.update({"_REGION": settings.region, "_REPO": n.repo,
+                                "_NAME": settings.name, "_TAG": settings.image_tag})
+    build.logs_bucket = f"gs://{bucket}/logs"
+    build.options.logging = cloudbuild_v1.BuildOptions.LoggingMode.GCS_ONLY
+    build.tags.extend(["orpheus", settings.name])
+    return build
+
+
+def up_to_date(state: DeploymentState, context_sha: str) -> bool:
+    return bool(state.backend_image_digest and state.frontend_image_digest
+                and state.extra.get(CONTEXT_KEY) == context_sha)
+
+
+def run_build(settings: Settings, cloud: Cloud, *, force: bool = False,
+              on_log: Callable[[str], None] | None = None,
+              root: Path | None = None) -> BuildOutcome:
+    from orpheus_deploy.state import load_state, save_state
+
+    root = root or project_root()
+    context = pack(root)
+    state = load_state(cloud, settings)
+    if not force and up_to_date(state, context.sha256):
+        return BuildOutcome(skipped=True, context_sha256=context.sha256, files=len(context.files),
+                            digests={"backend": state.backend_image_digest or "",
+                                     "frontend": state.frontend_image_digest or ""})
+    config = load_build_config(root)
+    bucket = ensure_build_bucket(settings, cloud)
+    source_object = upload_context(cloud, bucket, context)
+    request = build_request(settings, config, bucket, source_object)
+    build = submit_and_follow(settings, cloud, request, on_log or (lambda _line: None))
+    digests = digests_of(settings, build)
+    state = load_state(cloud, settings)  # re-read: the build took minutes
+    state = dataclasses.replace(
+        state, backend_image_digest=digests["backend"], frontend_image_digest=digests["frontend"],
+        extra={**state.extra, CONTEXT_KEY: context.sha256})
+    save_state(cloud, settings, state)
+    return BuildOutcome(skipped=False, build_id=build.id, digests=digests,
+                        context_sha256=context.sha256, files=len(context.files),
+                        log_url=build.log_url or None)
+
+
+def ensure_build_bucket(settings: Settings, cloud: Cloud) -> str:
+    """The staging bucket for sources and logs; created on first use, in the deploy region."""
+    from google.api_core import exceptions
+
+    from orpheus_deploy.gcp import translated
+
+    name = settings.names.build_bucket
+    client = cloud.storage()
+    with translated(f"prepare the build bucket {name}", settings.project):
+        try:
+            client.get_bucket(name, retry=cloud.policy.storage_retry())
+        except exceptions.NotFound:
+            bucket = client.bucket(name)
+            bucket.iam_configuration.uniform_bucket_level_access_enabled = True
+            # Conflict: created concurrently by another run; the get below sees it.
+            with contextlib.suppress(exceptions.Conflict):
+                client.create_bucket(bucket, location=settings.region)
+            # Old sources and logs are worthless after a week; don't let them accrue cost.
+            bucket = client.get_bucket(name)
+            bucket.add_lifecycle_delete_rule(age=7)
+            bucket.patch()
+    return name
+
+
+def upload_context(cloud: Cloud, bucket: str, context: BuildContext) -> str:
+    """Upload once per content hash (the object name), so a resumed build re-uses it."""
+    from orpheus_deploy.gcp import translated
+
+    name = f"source/{context.sha256}.tar.gz"
+    with translated(f"upload the build context to gs://{bucket}", cloud.settings.project):
+        blob = cloud.storage().bucket(bucket).blob(name)
+        if not blob.exists():
+            blob.upload_from_string(context.data, content_type="application/gzip",
+                                    retry=cloud.policy.storage_retry())
+    return name
+
+
+_TERMINAL = ("SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED")
+
+
+def submit_and_follow(settings: Settings, cloud: Cloud, request: Any,
+                      on_log: Callable[[str], None]) -> Any:
+    """Create the build, then poll it while streaming new log lines; raise on failure."""
+    from orpheus_deploy.gcp import translated
+
+    client = cloud.cloud_build()
+    project = settings.names.project
+    with translated("submit the Cloud Build", project):
+        operation = client.create_build(project_id=project, build=request, retry=cloud.retry)
+    build_id = operation.metadata.build.id
+    log = _LogFollower(cloud, request.logs_bucket, build_id)
+    delays = cloud.policy.poll_delays()
+    started = time.monotonic()
+    while True:
+        with translated(f"read Cloud Build {build_id}", project):
+            build = client.get_build(project_id=project, id=build_id, retry=cloud.retry)
+        for line in log.new_lines():
+            on_log(line)
+        status = build.status.name
+        if status in _TERMINAL:
+            break
+        if time.monotonic() - started > cloud.policy.operation_timeout_s * 4:
+            raise CloudError(f"Cloud Build {build_id} is still running after "
+                             f"{time.monotonic() - started:.0f}s",
+                             f"follow it at {build.log_url}; then re-run `orpheus build`")
+        time.sleep(next(delays))
+    for line in log.new_lines(final=True):
+        on_log(line)
+    if status != "SUCCESS":
+        raise build_failure(build, log.lines)
+    return build
+
+
+class _LogFollower:
+    """Reads ``log-<id>.txt`` from the logs bucket from where it left off."""
+
+    def __init__(self, cloud: Cloud, logs_bucket: str, build_id: str):
+        bucket, _, prefix = logs_bucket.removeprefix("gs://").partition("/")
+        self.cloud = cloud
+        self.bucket = bucket
+        self.object = f"{prefix.rstrip('/')}/log-{build_id}.txt".lstrip("/")
+        self.offset = 0
+        self.partial = ""
+        self.lines: list[str] = []
+
+    def new_lines(self, final: bool = False) -> list[str]:
+        from google.api_core import exceptions
+
+        try:
+            blob = self.cloud.storage().bucket(self.bucket).blob(self.object)
+            data = blob.download_as_bytes(start=self.offset) if self.offset else \
+                blob.download_as_bytes()
+        except exceptions.NotFound:
+            return []
+        except exceptions.RequestRangeNotSatisfiable:
+            data = b""
+        except exceptions.GoogleAPICallError:
+            return []  # the log is a convenience; never fail the build on it
+        self.offset += len(data)
+        text = self.partial + data.decode("utf-8", errors="replace")
+        parts = text.split("\n")
+        self.partial = "" if final else parts.pop()
+        out = [p for p in parts if p or not final]
+        if final and self.partial:
+            out.append(self.partial)
+        self.lines.extend(out)
+        return out
+
+
+def failing_step(build: Any) -> tuple[int, str] | None:
+    for i, step in enumerate(build.steps):
+        if step.status.name in ("FAILURE", "TIMEOUT", "INTERNAL_ERROR"):
+            return i, step.id or step.name
+    return None
+
+
+def step_log_tail(lines: list[str], index: int, n: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``n`` lines that Cloud Build prefixed with ``Step #<index>``."""
+    picked = []
+    for line in lines:
+        match = _STEP_LINE.match(line)
+        if match and int(match.group(1)) == index:
+            picked.append(match.group(3))
+    return picked[-n:]
+
+
+class BuildFailed(CloudError):
+    """A build that ran and failed; ``log_tail`` holds the failing step's last lines."""
+
+    def __init__(self, message: str, hint: str, log_tail: list[str], build_id: str):
+        super().__init__(message, hint, EXIT_FAILURE, kind="build_failed")
+        self.log_tail = log_tail
+        self.build_id = build_id
+
+
+def build_failure(build: Any, lines: list[str]) -> BuildFailed:
+    step = failing_step(build)
+    detail = " ".join((build.status_detail or build.failure_info.detail or "").split())
+    where = f" at step {step[1]!r}" if step else ""
+    tail = step_log_tail(lines, step[0]) if step else lines[-LOG_TAIL_LINES:]
+    return BuildFailed(
+        f"Cloud Build {build.id} {build.status.name.lower()}{where}"
+        + (f": {detail}" if detail else ""),
+        f"fix the error shown above, then re-run `orpheus build`; full log: {build.log_url}"
+        if build.log_url else "fix the error shown above, then re-run `orpheus build`",
+        tail, build.id)
+
+
+def digests_of(settings: Settings, build: Any) -> dict[str, str]:
+    """Match results.images to our two images by repository path (tags may differ)."""
+    wanted = {kind: settings.names.image(kind).rsplit(":", 1)[0]
+              for kind in ("backend", "frontend")}
+    found: dict[str, str] = {}
+    for image in build.results.images:
+        repo = image.name.rsplit(":", 1)[0] if "@" not in image.name else \
+            image.name.split("@", 1)[0]
+        for kind, path in wanted.items():
+            if repo == path and image.digest:
+                found[kind] = image.digest
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise CloudError(f"Cloud Build {build.id} succeeded but reported no digest for "
+                         f"{', '.join(missing)}",
+                         "check that cloudbuild.yaml lists both images under `images:`")
+    return found
+
+
+# -- local Docker ------------------------------------------------------------------------------
+def run_local_build(settings: Settings, cloud: Cloud, root: Path | None = None,
+                    on_log: Callable[[str], None] | None = None) -> BuildOutcome:
+    """`orpheus build --local`: docker buildx on this machine, pushed to Artifact Registry."""
+    import json
+    import subprocess
+    import tempfile
+
+    from orpheus_deploy.state import load_state, save_state
+
+    docker = shutil.which("docker")
+    if docker is None:
+        raise InputError("`--local` needs Docker with buildx, and no `docker` is on PATH",
+                         "install Docker, or drop --local to build on Cloud Build")
+    root = root or project_root()
+    context = pack(root)
+    digests: dict[str, str] = {}
+    for kind in ("backend", "frontend"):
+        tag = settings.names.image(kind)
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = Path(tmp) / "meta.json"
+            cmd = [docker, "buildx", "build", "--platform", "linux/amd64",
+                   f"--file=runtime/{kind}/Dockerfile", f"--tag={tag}", "--push",
+                   f"--metadata-file={meta}", "."]
+            proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            tail: list[str] = []
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                tail = [*tail[-LOG_TAIL_LINES + 1:], line.rstrip("\n")]
+                if on_log:
+                    on_log(line.rstrip("\n"))
+            if proc.wait() != 0:
+                raise BuildFailed(
+                    f"docker buildx build of the {kind} image failed", "fix the error above; "
+                    f"to push, Docker must be logged in to {settings.names.registry_host}",
+                    tail, "local")
+            digests[kind] = json.loads(meta.read_text())["containerimage.digest"]
+    state = load_state(cloud, settings)
+    save_state(cloud, settings, dataclasses.replace(
+        state, backend_image_digest=digests["backend"], frontend_image_digest=digests["frontend"],
+        extra={**state.extra, CONTEXT_KEY: context.sha256}))
+    return BuildOutcome(skipped=False, build_id="local", digests=digests,
+                        context_sha256=context.sha256, files=len(context.files))
+
+
+def report(outcome: BuildOutcome, settings: Settings) -> PhaseReport:
+    rep = PhaseReport("build")
+    for kind in ("backend", "frontend"):
+        ref = image_ref(settings, kind, outcome.digests.get(kind))
+        rep.results.append(Result(f"image/{settings.name}-{kind}",
+                                  UNCHANGED if outcome.skipped else CREATE,
+                                  detail=ref or ""))
+    if outcome.skipped:
+        rep.messages.append("Build context unchanged since the last build "
+                            f"({outcome.context_sha256[:12]}): skipped (use --force to rebuild).")
+    return rep
+

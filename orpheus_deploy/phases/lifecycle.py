@@ -1,0 +1,146 @@
+"""`plan` (diff everything), `status` (read everything), `destroy` (delete in reverse order).
+
+The ordered resource list is setup's resources followed by the deploy phases' resources; destroy
+walks it backwards so nothing is deleted while something created after it still depends on it.
+The model bucket (and the model and deployment state in it) is kept unless ``delete_model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orpheus_deploy.resources.base import (
+    ABSENT,
+    DELETE,
+    UNCHANGED,
+    PhaseReport,
+    Resource,
+    Result,
+    plan_resource,
+)
+from orpheus_deploy.resources.cloudrun import BackendService, CloudRunService, service_status
+
+if TYPE_CHECKING:
+    from orpheus_deploy.config import Settings
+    from orpheus_deploy.gcp import Cloud
+
+
+def plan(settings: Settings, cloud: Cloud, validate: bool = True) -> PhaseReport:
+    from orpheus_deploy.phases.deploy import plan_services
+    from orpheus_deploy.phases.setup import setup_resources
+
+    cloud.ensure_credentials()
+    report = PhaseReport("plan")
+    for resource in setup_resources(settings):
+        report.results.append(plan_resource(resource, cloud))
+    report.results.extend(plan_services(settings, cloud, validate=validate))
+    return report
+
+
+@dataclass
+class StatusReport:
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    images: dict[str, str | None] = field(default_factory=dict)
+    model_object: str | None = None
+    gpu: dict[str, Any] = field(default_factory=dict)
+    cost_per_hour: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def existing(self) -> list[str]:
+        """Objects that exist. API enablement is not an object (and destroy never disables
+        APIs, other workloads may use them), so it is listed but not counted here."""
+        return [r["key"] for r in self.resources if r["exists"]
+                and not r["key"].startswith("apis/")]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"existing": self.existing}
+
+
+def status(settings: Settings, cloud: Cloud) -> StatusReport:
+    from orpheus_deploy.cost import backend_hourly_cost
+    from orpheus_deploy.phases.deploy import backend_resources, frontend_resources
+    from orpheus_deploy.phases.setup import setup_resources
+    from orpheus_deploy.state import load_state
+
+    cloud.ensure_credentials()
+    state = load_state(cloud, settings)
+    backend_live = BackendService(settings).read_service(cloud)
+    backend_uri = service_status(backend_live).uri
+    out = StatusReport(model_object=state.model_object)
+    resources: list[Resource] = [*setup_resources(settings),
+                                 *backend_resources(settings, state),
+                                 *frontend_resources(settings, state, backend_uri)]
+    for resource in resources:
+        if isinstance(resource, CloudRunService):
+            live = backend_live if isinstance(resource, BackendService) else \
+                resource.read_service(cloud)
+            st = service_status(live)
+            matches = None
+            if live is not None and not resource.inputs_missing():
+                matches = not resource.diff(resource.spec(), live)
+            out.services[resource.name] = st.as_dict() | {"matches_desired": matches}
+            out.resources.append({"key": resource.key, "exists": st.exists,
+                                  "matches": matches, "detail": st.uri or ""})
+            continue
+        result = plan_resource(resource, cloud)
+        exists = result.action != "create"
+        out.resources.append({"key": resource.key, "exists": exists,
+                              "matches": result.action == UNCHANGED if exists else None,
+                              "detail": ", ".join(str(c) for c in result.changes)})
+    out.images = {"backend": state.backend_image_digest, "frontend": state.frontend_image_digest}
+    out.gpu = {"type": settings.gpu_type, "count": settings.gpu_count,
+               "zonal_redundancy": settings.gpu_zonal_redundancy,
+               "min_instances": settings.backend_min_instances,
+               "max_instances": settings.backend_max_instances}
+    out.cost_per_hour = backend_hourly_cost(settings).as_dict()
+    return out
+
+
+def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> PhaseReport:
+    from orpheus_deploy.phases.deploy import backend_resources, frontend_resources
+    from orpheus_deploy.phases.setup import setup_resources
+    from orpheus_deploy.resources.bucket import ModelBucket
+    from orpheus_deploy.state import load_state, save_state
+
+    cloud.ensure_credentials()
+    report = PhaseReport("destroy")
+    state = load_state(cloud, settings)
+    ordered: list[Resource] = [*setup_resources(settings), *backend_resources(settings, state),
+                               *frontend_resources(settings, state, None)]
+    for resource in reversed(ordered):
+        if isinstance(resource, ModelBucket) and not delete_model:
+            report.results.append(Result(resource.key, UNCHANGED,
+                                         detail="kept (pass --delete-model to delete it)"))
+            continue
+        deleted = resource.delete(cloud)
+        report.results.append(Result(resource.key, DELETE if deleted else ABSENT))
+    report.results.append(_delete_build_bucket(settings, cloud))
+    if not delete_model:
+        # The images went with the registry: forget their digests so the next deploy rebuilds.
+        save_state(cloud, settings, dataclasses.replace(
+            state, backend_image_digest=None, frontend_image_digest=None,
+            extra={k: v for k, v in state.extra.items() if k != "build_context_sha256"}))
+        report.messages.append(f"Kept gs://{settings.names.bucket} (the model and the "
+                               "deployment state); `destroy --delete-model` removes it too.")
+    return report
+
+
+def _delete_build_bucket(settings: Settings, cloud: Cloud) -> Result:
+    from google.api_core import exceptions
+
+    from orpheus_deploy.gcp import translated
+
+    name = settings.names.build_bucket
+    with translated(f"delete the build bucket {name}", settings.project):
+        try:
+            bucket = cloud.storage().get_bucket(name)
+        except exceptions.NotFound:
+            return Result(f"bucket/{name}", ABSENT)
+        for blob in list(cloud.storage().list_blobs(name)):
+            blob.delete()
+        bucket.delete()
+    return Result(f"bucket/{name}", DELETE)
+

@@ -1,0 +1,82 @@
+"""The fake Cloud Run / Cloud Build / Compute through the real client libraries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.api_core import exceptions
+from google.cloud import run_v2
+
+from orpheus_deploy.config import Settings
+from orpheus_deploy.gcp import Cloud, OperationPolicy
+from orpheus_deploy.specs import backend_service_spec
+
+IMAGE = "us-central1-docker.pkg.dev/test-project/orpheus-repo/orpheus-backend@sha256:" + "a" * 64
+
+
+def client(fake: Any) -> Any:
+    return Cloud(Settings(project=fake.project), policy=OperationPolicy.fast()).run_services()
+
+
+def spec() -> run_v2.Service:
+    return backend_service_spec(Settings(project="test-project"), IMAGE, "m.gguf")
+
+
+def test_update_service_is_a_long_running_create(cloud: Any) -> None:
+    op = client(cloud).update_service(request={"service": spec(), "allow_missing": True})
+    assert not op.done()  # not done at first, as in Cloud Run
+    svc = op.result(timeout=5)
+    assert svc.uri.startswith("https://orpheus-backend-")
+    assert svc.terminal_condition.state == run_v2.Condition.State.CONDITION_SUCCEEDED
+
+
+@pytest.mark.parametrize(("mutate", "needle"), [
+    (lambda s: s.template.containers[0].resources.limits.update({"cpu": "2"}), "cpu < 4"),
+    (lambda s: s.template.containers[0].resources.limits.update({"memory": "8Gi"}),
+     "memory < 16 GiB"),
+    (lambda s: setattr(s.template.containers[0].resources, "cpu_idle", True), "throttling"),
+    (lambda s: setattr(s, "name", s.name.replace("orpheus-backend", "Orpheus_Backend")),
+     "Invalid service name"),
+    (lambda s: setattr(s.template.containers[0].startup_probe, "failure_threshold", 500),
+     "failureThreshold"),
+])
+def test_fake_rejects_what_cloud_run_rejects(cloud: Any, mutate: Any, needle: str) -> None:
+    s = spec()
+    mutate(s)
+    with pytest.raises(exceptions.InvalidArgument, match=needle):
+        client(cloud).update_service(request={"service": s, "allow_missing": True})
+    assert cloud.services["run"].services == {}
+
+
+def test_validate_only_stores_nothing(cloud: Any) -> None:
+    op = client(cloud).update_service(request={"service": spec(), "allow_missing": True,
+                                               "validate_only": True})
+    op.result(timeout=5)
+    assert cloud.services["run"].services == {}
+
+
+def test_fixed_revision_name_fails_on_second_deploy(cloud: Any) -> None:
+    s = spec()
+    s.template.revision = "orpheus-backend-v1"
+    client(cloud).update_service(request={"service": s, "allow_missing": True}).result(timeout=5)
+    s.template.containers[0].env[0].value = "/models/other.gguf"
+    with pytest.raises(exceptions.AlreadyExists):
+        client(cloud).update_service(request={"service": s, "allow_missing": True})
+
+
+def test_subnet_private_google_access_over_rest(cloud: Any) -> None:
+    from orpheus_deploy.resources.base import reconcile
+    from orpheus_deploy.resources.network import SubnetPrivateAccess
+
+    settings = Settings(project=cloud.project)
+    c = Cloud(settings, policy=OperationPolicy.fast())
+    assert cloud.compute.subnet("us-central1", "default").private_ip_google_access is False
+    result = reconcile(SubnetPrivateAccess(settings), c)
+    assert result.action == "update"
+    assert cloud.compute.subnet("us-central1", "default").private_ip_google_access is True
+    assert [c.method for c in cloud.calls(service="compute.Subnetworks")
+            if c.mutating] == ["SetPrivateIpGoogleAccess"]
+    cloud.clear_log()
+    assert reconcile(SubnetPrivateAccess(settings), c).action == "unchanged"
+    assert cloud.mutating_calls() == []
