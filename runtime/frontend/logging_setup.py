@@ -26,7 +26,13 @@ __all__ = [
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 # Attributes every LogRecord has; anything else passed through `extra=` is a structured field.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# (uvicorn's `color_message` is its message with terminal colours: noise in a JSON log.)
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def install_request_id_stamp() -> None:

@@ -1,0 +1,117 @@
+"""Bad input gets a 400 in OpenAI's shape naming the field; `speed` is honoured, not ignored."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.frontend.audio import SAMPLES_PER_FRAME, pcm_samples
+
+GOOD = {"model": "orpheus", "input": "Hello.", "voice": "tara", "response_format": "pcm"}
+
+
+def post(app, content=None, **changes):
+    body = {**GOOD, **changes}
+    body = {k: v for k, v in body.items() if v is not ...}
+    if content is not None:
+        return httpx.post(
+            f"{app.base_url}/v1/audio/speech",
+            headers={**app.headers(), "Content-Type": "application/json"},
+            content=content,
+        )
+    return httpx.post(f"{app.base_url}/v1/audio/speech", headers=app.headers(), json=body)
+
+
+def assert_400(response: httpx.Response, param: str | None, code: str) -> str:
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+    return error["message"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "param", "code"),
+    [
+        ({"input": ""}, "input", "empty_input"),
+        ({"input": "   \n\t "}, "input", "empty_input"),
+        ({"input": ...}, "input", "missing_required_parameter"),
+        ({"input": 42}, "input", "invalid_value"),
+        ({"voice": "darth"}, "voice", "invalid_voice"),
+        ({"response_format": "ogg-vorbis"}, "response_format", "unsupported_format"),
+        ({"speed": 0.1}, "speed", "invalid_value"),
+        ({"speed": 4.5}, "speed", "invalid_value"),
+        ({"speed": "fast"}, "speed", "invalid_value"),
+        ({"model": "dall-e-3"}, "model", "model_not_found"),
+        ({"stream_format": "sse"}, "stream_format", "unsupported_stream_format"),
+        ({"instructions": "Speak like a pirate"}, "instructions", "unsupported_parameter"),
+    ],
+)
+def test_bad_requests_are_400_and_never_reach_the_backend(
+    frontend, fake_backend, changes, param, code
+):
+    assert_400(post(frontend, **changes), param, code)
+    assert fake_backend.completions == []
+
+
+def test_messages_say_what_is_allowed(frontend):
+    assert "tara" in assert_400(post(frontend, voice="darth"), "voice", "invalid_voice")
+    message = assert_400(
+        post(frontend, response_format="ogg"), "response_format", "unsupported_format"
+    )
+    assert "wav" in message and "pcm" in message
+    assert "4" in assert_400(post(frontend, speed=9), "speed", "invalid_value")
+
+
+def test_oversized_input(frontend_factory, fake_backend):
+    app = frontend_factory(ORPHEUS_MAX_INPUT_CHARS="50")
+    message = assert_400(post(app, input="x" * 51), "input", "input_too_long")
+    assert "51" in message and "50" in message
+    assert post(app, input="y" * 50).status_code == 200
+
+
+def test_default_limit_is_a_few_thousand_characters(frontend):
+    assert_400(post(frontend, input="word " * 1000), "input", "input_too_long")
+
+
+def test_malformed_json_is_400(frontend):
+    assert_400(post(frontend, content=b"{not json"), None, "invalid_json")
+
+
+def test_openai_sdk_raises_bad_request(frontend):
+    with pytest.raises(openai.BadRequestError) as caught:
+        frontend.openai(max_retries=0).audio.speech.create(
+            model="orpheus", voice="nobody", input="Hi."
+        )
+    assert caught.value.body["param"] == "voice"
+
+
+def test_voice_names_are_case_insensitive_and_extra_voices_work(frontend_factory, fake_backend):
+    app = frontend_factory(ORPHEUS_EXTRA_VOICES="Anna, bob")
+    assert post(app, voice="Tara").status_code == 200
+    assert post(app, voice="anna").status_code == 200
+    prompts = [r.body["prompt"] for r in fake_backend.completions]
+    assert prompts == ["<|audio|>tara: Hello.<|eot_id|>", "<|audio|>anna: Hello.<|eot_id|>"]
+    voices = httpx.get(f"{app.base_url}/v1/audio/voices", headers=app.headers()).json()["voices"]
+    assert voices[-2:] == ["anna", "bob"]
+
+
+@pytest.mark.parametrize("speed", [0.5, 2.0, 4.0])
+def test_speed_changes_the_duration(frontend, speed):
+    response = post(frontend, speed=speed)
+    assert response.status_code == 200
+    natural = 10 * SAMPLES_PER_FRAME
+    got = pcm_samples(response.content).size
+    # atempo keeps the pitch and works on windows: the length is right to a few percent.
+    assert abs(got - natural / speed) < 0.06 * natural / speed
+
+
+def test_speed_one_is_sample_exact(frontend):
+    assert pcm_samples(post(frontend, speed=1.0).content).size == 10 * SAMPLES_PER_FRAME
+
+
+def test_unknown_route_has_openai_shape(frontend):
+    response = httpx.get(f"{frontend.base_url}/v1/nothing", headers=frontend.headers())
+    assert response.status_code == 404
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
