@@ -76,9 +76,9 @@ __all__ = ["app", "commands", "main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns (and exits with) the process exit code."""
-    import click
-
     from orpheus_deploy.errors import OrpheusError
+
+    cx = _click_exceptions()
 
     _invocation.clear()
     args = sys.argv[1:] if argv is None else argv
@@ -87,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         code = result if isinstance(result, int) else 0
     except OrpheusError as exc:
         code = _report(exc)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
+    except cx.ClickException as exc:
         exc.show()
         code = exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("Aborted.", file=sys.stderr)
         code = 130
     except Exception as exc:
@@ -100,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _click_exceptions():  # type: ignore[no-untyped-def]
+    """Where Typer's usage errors live: recent Typer vendors Click as typer._click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older Typer uses Click itself
+        from click import exceptions
+    return exceptions
 
 
 def _report(exc: BaseException) -> int:

@@ -385,6 +385,7 @@ class FakeCloud:
         self.log: list[Call] = []
         self.faults: list[Fault] = []
         self.denied: set[str] = set()
+        self.hooks: list[list[Any]] = []  # [match, fn, times_left]
         self.enforce_apis = False
         self.operations = Operations()
         self.iam = IamPolicies()
@@ -458,6 +459,20 @@ class FakeCloud:
             self.faults.append(Fault(method.lstrip("/"), code, times,
                                      message or f"injected {code.name}", reason,
                                      metadata or {}))
+
+    def before(self, method: str, fn: Callable[[Any], None], times: int = 1) -> None:
+        """Run ``fn(request)`` just before the handler of the next ``times`` matching calls:
+        simulates another client acting concurrently (e.g. creating the same resource)."""
+        with self._lock:
+            self.hooks.append([method.lstrip("/"), fn, times])
+
+    def _take_hook(self, path: str) -> Callable[[Any], None] | None:
+        with self._lock:
+            for hook in self.hooks:
+                if path.endswith(hook[0]) and hook[2] > 0:
+                    hook[2] -= 1
+                    return hook[1]
+        return None
 
     def deny(self, permission: str) -> None:
         """Every RPC needing ``permission`` fails with Google's PERMISSION_DENIED wording."""
@@ -535,6 +550,9 @@ class FakeCloud:
                 if permission and permission in self.denied:
                     resource = _resource_of(request) or f"projects/{self.project}"
                     raise permission_denied(permission, resource)
+                hook = self._take_hook(route.path)
+                if hook is not None:
+                    hook(request)
                 return impl(request, context)
             except FakeError as err:
                 call.code = err.code.name
