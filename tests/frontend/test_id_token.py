@@ -1,0 +1,182 @@
+"""Service-to-service auth: Google-signed ID tokens through the real google-auth library.
+
+A service-account key file (generated here) whose `token_uri` points at a local token endpoint makes
+google-auth run its real ID-token flow: it signs a JWT assertion with the key, posts it, and reads
+the `id_token` it gets back. The endpoint checks the assertion's audience and counts fetches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth import crypt, jwt
+
+from runtime.frontend.backend_client import IdTokenProvider
+
+
+@dataclass
+class TokenEndpoint:
+    url: str
+    signer: crypt.Signer
+    audiences: list[str] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)
+    fail: bool = False
+    lifetime: int = 3600
+
+
+@pytest.fixture
+def token_endpoint(tmp_path, monkeypatch) -> Iterator[TokenEndpoint]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    signer = crypt.RSASigner.from_string(pem, key_id="test-key")
+    state: dict[str, TokenEndpoint] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            endpoint = state["endpoint"]
+            form = urllib.parse.parse_qs(
+                self.rfile.read(int(self.headers["Content-Length"])).decode()
+            )
+            claims = jwt.decode(form["assertion"][0], verify=False)
+            endpoint.audiences.append(claims["target_audience"])
+            if endpoint.fail:
+                body, status = b'{"error": "invalid_grant"}', 400
+            else:
+                now = int(time.time())
+                token = jwt.encode(
+                    endpoint.signer,
+                    {
+                        "aud": claims["target_audience"],
+                        "iss": "https://accounts.google.com",
+                        "sub": "frontend",
+                        "iat": now,
+                        "exp": now + endpoint.lifetime,
+                    },
+                ).decode()
+                endpoint.issued.append(token)
+                body, status = json.dumps({"id_token": token}).encode(), 200
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/token"
+    endpoint = TokenEndpoint(url=url, signer=signer)
+    state["endpoint"] = endpoint
+    key_file = Path(tmp_path) / "sa.json"
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "test-project",
+                "private_key_id": "test-key",
+                "private_key": pem,
+                "client_email": "orpheus-frontend@test-project.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": url,
+            }
+        )
+    )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    yield endpoint
+    server.shutdown()
+    server.server_close()
+
+
+def test_token_is_cached_and_refreshed_before_expiry(token_endpoint):
+    now = [time.time()]
+    provider = IdTokenProvider("https://orpheus-backend-abc.a.run.app", clock=lambda: now[0])
+
+    async def scenario() -> list[str]:
+        first = await provider.token()
+        again = await asyncio.gather(*(provider.token() for _ in range(5)))
+        now[0] += 3600 - 400  # 400 s left: still outside the 300 s margin
+        still = await provider.token()
+        now[0] += 150  # 250 s left: refresh now, before Cloud Run would reject it
+        fresh = await provider.token()
+        return [first, *again, still, fresh]
+
+    tokens = asyncio.run(scenario())
+    assert token_endpoint.issued == [tokens[0], tokens[-1]]
+    assert set(tokens[:-1]) == {tokens[0]}
+    assert provider.fetches == 2
+    assert token_endpoint.audiences == ["https://orpheus-backend-abc.a.run.app"] * 2
+
+
+def test_token_fetch_runs_off_the_event_loop(token_endpoint):
+    # While a fetch is in flight, the loop keeps running other tasks.
+    provider = IdTokenProvider("https://backend.example")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(ticker())
+        await provider.token()
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert ticks > 1
+
+
+def test_app_sends_the_id_token_for_the_backend_origin(
+    token_endpoint, frontend_factory, fake_backend
+):
+    app = frontend_factory(ORPHEUS_BACKEND_AUTH="google-id-token")
+    for _ in range(2):
+        response = httpx.post(
+            f"{app.base_url}/v1/audio/speech",
+            headers=app.headers(),
+            json={"input": "Signed.", "response_format": "pcm"},
+        )
+        assert response.status_code == 200
+    assert token_endpoint.audiences == [fake_backend.origin]  # fetched once, then cached
+    (token,) = token_endpoint.issued
+    sent = [r.headers["authorization"] for r in fake_backend.completions]
+    assert sent == [f"Bearer {token}"] * 2
+
+
+def test_failed_token_fetch_is_503_and_logs_no_token(
+    token_endpoint, frontend_factory, fake_backend, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    token_endpoint.fail = True
+    app = frontend_factory(ORPHEUS_BACKEND_AUTH="google-id-token")
+    response = httpx.post(
+        f"{app.base_url}/v1/audio/speech",
+        headers=app.headers(),
+        json={"input": "Unsigned.", "response_format": "pcm"},
+    )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "backend_unavailable"
+    assert fake_backend.completions == []
+    assert any("ID token" in r.getMessage() for r in caplog.records)
+    assert app.api_key not in caplog.text
