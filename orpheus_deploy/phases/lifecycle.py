@@ -50,10 +50,11 @@ class StatusReport:
 
     @property
     def existing(self) -> list[str]:
-        """Objects that exist. API enablement is not an object (and destroy never disables
-        APIs, other workloads may use them), so it is listed but not counted here."""
+        """Objects of this deployment that exist. API enablement and the subnet's Private Google
+        Access flag are settings of things the tool does not own (destroy leaves them, other
+        workloads may rely on them), so they are listed but not counted here."""
         return [r["key"] for r in self.resources if r["exists"]
-                and not r["key"].startswith("apis/")]
+                and not r["key"].startswith(("apis/", "subnet-private-google-access/"))]
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"existing": self.existing}

@@ -1,0 +1,236 @@
+"""Acceptance of issue 5 through the `orpheus` CLI against the fake cloud."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.cloud import run_v2
+
+from orpheus_deploy.build_context import list_files
+from tests.deploy.conftest import tar_names
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = "test-project"
+SA = "{}@test-project.iam.gserviceaccount.com"
+
+
+def deploy_all(run_cli: Any, model: Path | None, *extra: str) -> Any:
+    args = ["--json", "deploy", "--all", *extra]
+    if model is not None:
+        args += ["--model", str(model)]
+    return run_cli(*args)
+
+
+def recorded_updates(cloud: Any, service: str) -> list[run_v2.Service]:
+    return [c.request.service for c in cloud.calls("UpdateService")
+            if c.request.service.name.endswith(f"/services/{service}")
+            and not c.request.validate_only]
+
+
+def invoker_members(cloud: Any, service: str) -> set[str]:
+    return cloud.iam.members(f"projects/{PROJECT}/locations/us-central1/services/{service}",
+                             "roles/run.invoker")
+
+
+def test_deploy_all_end_to_end_then_nothing_to_do(cloud: Any, run_cli: Any, model_file: Path,
+                                                 frontend_uri_hook: dict[str, Any]) -> None:
+    first = deploy_all(run_cli, model_file)
+    assert first.exit_code == 0, first.everything
+    out = json.loads(first.stdout)
+    assert out["smoke_test"]["ok"] is True
+    checks = {c["name"]: c["status"] for c in out["smoke_test"]["checks"]}
+    assert checks == {"no key": 401, "wrong key": 401, "right key": 200}
+    assert out["smoke_test"]["audio_s"] > 0
+
+    # The build: the uploaded archive is exactly what .gcloudignore lets through.
+    [build] = cloud.services["cloudbuild"].builds.values()
+    assert build.source_files == list_files(REPO)
+    assert "cloudbuild.yaml" in build.source_files
+    assert not any(f.startswith(("tests/", ".venv/", "orpheus_deploy/"))
+                   for f in build.source_files)
+    digests = {i.name.rsplit("/", 1)[-1].split(":")[0]: i.digest
+               for i in build.build.results.images}
+
+    # Backend spec, field by field, from the request the fake recorded.
+    [backend] = recorded_updates(cloud, "orpheus-backend")
+    t = backend.template
+    [c] = t.containers
+    assert c.image.endswith(f"/orpheus-backend@{digests['orpheus-backend']}")
+    assert t.node_selector.accelerator == "nvidia-l4"
+    assert dict(c.resources.limits) == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
+    assert c.resources.cpu_idle is False and c.resources.startup_cpu_boost is True
+    assert t.gpu_zonal_redundancy_disabled is True
+    assert backend.ingress == run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_ONLY
+    assert (t.scaling.min_instance_count, t.scaling.max_instance_count) == (0, 1)
+    assert t.execution_environment == run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2
+    assert t.timeout.total_seconds() == 600
+    assert [(v.name, v.gcs.bucket, v.gcs.read_only) for v in t.volumes] == [
+        ("model-storage", f"orpheus-models-{PROJECT}", True)]
+    assert [(m.name, m.mount_path) for m in c.volume_mounts] == [("model-storage", "/models")]
+    env = {e.name: e.value for e in c.env}
+    assert env["MODEL_PATH"] == f"/models/{model_file.name}"
+    assert (env["N_GPU_LAYERS"], env["N_CTX"], env["N_PARALLEL"]) == ("999", "8192", "4")
+    assert c.startup_probe.http_get.path == "/health"
+    assert c.startup_probe.period_seconds * c.startup_probe.failure_threshold >= 600
+    assert t.service_account == SA.format("orpheus-backend")
+    assert t.revision == ""
+
+    # Frontend spec.
+    [frontend] = recorded_updates(cloud, "orpheus-frontend")
+    t = frontend.template
+    [c] = t.containers
+    assert c.image.endswith(f"/orpheus-frontend@{digests['orpheus-frontend']}")
+    assert frontend.ingress == run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL
+    assert dict(c.resources.limits) == {"cpu": "1", "memory": "1Gi"}
+    assert t.service_account == SA.format("orpheus-frontend")
+    env = {e.name: e for e in c.env}
+    backend_uri = cloud.services["run"].get("orpheus-backend").uri
+    assert env["ORPHEUS_API_URL"].value == f"{backend_uri}/v1/completions"
+    assert env["ORPHEUS_BACKEND_AUTH"].value == "google-id-token"
+    ref = env["API_KEY_SECRET"].value_source.secret_key_ref
+    assert (ref.secret, ref.version) == (f"projects/{PROJECT}/secrets/orpheus-api-key", "latest")
+    assert t.vpc_access.egress == run_v2.VpcAccess.VpcEgress.ALL_TRAFFIC
+    assert [(n.network, n.subnetwork) for n in t.vpc_access.network_interfaces] == [
+        ("default", "default")]
+    assert cloud.compute.subnet("us-central1", "default").private_ip_google_access is True
+
+    # IAM: only the frontend's account may invoke the backend; anyone the frontend.
+    assert invoker_members(cloud, "orpheus-backend") == {
+        f"serviceAccount:{SA.format('orpheus-frontend')}"}
+    assert invoker_members(cloud, "orpheus-frontend") == {"allUsers"}
+
+    # Second run: everything is already as desired, so not one mutating call.
+    cloud.clear_log()
+    second = deploy_all(run_cli, model_file)
+    assert second.exit_code == 0, second.everything
+    assert [repr(c) for c in cloud.mutating_calls()] == []
+    assert json.loads(second.stdout)["smoke_test"]["ok"] is True
+
+
+def test_failed_frontend_step_resumes_there(cloud: Any, run_cli: Any, model_file: Path,
+                                            frontend_uri_hook: dict[str, Any]) -> None:
+    cloud.services["run"].fail_revisions["orpheus-frontend"] = (
+        "The user-provided container failed to start and listen on the port defined by "
+        "PORT=5005 within the allocated timeout.")
+    first = run_cli("deploy", "--all", "--model", str(model_file))
+    assert first.exit_code != 0
+    assert "container did not become ready" in first.stderr
+    assert "failed to start and listen" in first.stderr
+    assert "Traceback" not in first.everything
+
+    del cloud.services["run"].fail_revisions["orpheus-frontend"]
+    cloud.clear_log()
+    second = deploy_all(run_cli, model_file)
+    assert second.exit_code == 0, second.everything
+    frontend = f"projects/{PROJECT}/locations/us-central1/services/orpheus-frontend"
+    mutated = sorted((c.method, c.request.resource if c.method == "SetIamPolicy"
+                      else c.request.service.name) for c in cloud.mutating_calls())
+    # It continues at the frontend (roll-out, then its public invoker binding, which the failed
+    # run never reached); setup, upload, build and the backend are found as desired.
+    assert mutated == [("SetIamPolicy", frontend), ("UpdateService", frontend)]
+
+
+def test_quota_and_invalid_spec_are_explained(cloud: Any, run_cli: Any, model_file: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    cloud.services["run"].gpu_quota["no_zonal"] = 0
+    result = run_cli("deploy", "--all", "--no-test", "--model", str(model_file))
+    assert result.exit_code == 7, result.everything
+    assert "request nvidia-l4 quota (without zonal redundancy) in region us-central1" in \
+        result.stderr
+    assert "console.cloud.google.com/iam-admin/quotas?project=test-project" in result.stderr
+
+    cloud.services["run"].gpu_quota["no_zonal"] = 1
+    monkeypatch.setenv("ORPHEUS_BACKEND_CPU", "2")
+    result = run_cli("deploy-backend")
+    assert result.exit_code != 0
+    assert "Total cpu < 4 is not supported with GPU" in result.stderr
+    assert "Traceback" not in result.everything
+
+
+def test_failed_build_step_shows_its_log_tail(cloud: Any, run_cli: Any, model_file: Path) -> None:
+    assert run_cli("setup").exit_code == 0
+    cloud.services["cloudbuild"].fail_steps["build-backend"] = [
+        "-- Detecting CUDA compiler", "nvcc fatal   : Unsupported gpu architecture 'compute_89'"]
+    result = run_cli("build")
+    assert result.exit_code != 0
+    assert "at step 'build-backend'" in result.stderr
+    assert "nvcc fatal   : Unsupported gpu architecture 'compute_89'" in result.stderr
+    # Nothing was recorded, so the next build runs again instead of deploying stale digests.
+    del cloud.services["cloudbuild"].fail_steps["build-backend"]
+    ok = run_cli("--json", "build")
+    assert ok.exit_code == 0, ok.everything
+    assert json.loads(ok.stdout)["skipped"] is False
+    again = run_cli("--json", "build")
+    assert json.loads(again.stdout)["skipped"] is True
+    assert len(cloud.services["cloudbuild"].builds) == 2
+
+
+def test_plan_on_a_fresh_project_lists_everything_to_create(cloud: Any, run_cli: Any) -> None:
+    result = run_cli("--json", "plan")
+    assert result.exit_code == 0, result.everything
+    rows = {r["key"]: r["action"] for r in json.loads(result.stdout)["results"]}
+    for key in ("run-service/orpheus-backend", "run-service/orpheus-frontend",
+                "subnet-private-google-access/us-central1/default"):
+        assert key in rows
+    assert all(action in ("create", "update") for action in rows.values()), rows
+    assert len(rows) >= 12
+    assert cloud.mutating_calls() == []
+
+
+def test_destroy_then_status_leaves_only_the_bucket(cloud: Any, run_cli: Any, model_file: Path,
+                                                   frontend_uri_hook: dict[str, Any]) -> None:
+    assert deploy_all(run_cli, model_file).exit_code == 0
+    status = json.loads(run_cli("--json", "status").stdout)
+    assert status["services"]["orpheus-backend"]["ready"] is True
+    assert status["cost_per_hour"]["total_usd"] > 0.5
+
+    refused = run_cli("destroy")  # no --yes and no terminal: nothing is deleted
+    assert refused.exit_code != 0
+    assert cloud.services["run"].get("orpheus-frontend") is not None
+
+    gone = run_cli("--yes", "destroy")
+    assert gone.exit_code == 0, gone.everything
+    status = json.loads(run_cli("--json", "status").stdout)
+    assert status["existing"] == [f"bucket/orpheus-models-{PROJECT}"]
+    assert cloud.storage.object_metadata(f"orpheus-models-{PROJECT}", model_file.name)
+    assert status["images"] == {"backend": None, "frontend": None}
+
+
+def test_smoke_test_fails_on_a_frontend_without_auth(cloud: Any, run_cli: Any,
+                                                      frontend_factory: Any) -> None:
+    running = frontend_factory()
+    ok = run_cli("--json", "test", "--url", running.base_url, "--key", running.api_key)
+    assert ok.exit_code == 0, ok.everything
+    bad = run_cli("--json", "test", "--url", running.base_url, "--key", "not-the-key-at-all")
+    assert bad.exit_code == 1
+    result = json.loads(bad.stdout.splitlines()[0])
+    assert [c["ok"] for c in result["checks"]] == [True, True, False]
+    assert "not-the-key-at-all" not in bad.everything
+
+
+def test_no_credentials_deploy_all_is_a_dry_run(run_cli: Any, monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = run_cli("deploy", "--all")
+    assert result.exit_code == 0, result.everything
+    assert "DRY RUN" in result.stderr
+    assert "not checked: no credentials" in result.stderr
+    assert "application-default login" in result.stderr
+    for other in (["status"], ["plan"], ["build"], ["deploy-backend"], ["--yes", "destroy"]):
+        failed = run_cli("--project", "some-project", *other)
+        assert failed.exit_code == 4, (other, failed.everything)
+        assert "credentials" in failed.stderr
+
+
+def test_status_code_for_a_missing_frontend(cloud: Any, run_cli: Any) -> None:
+    result = run_cli("test")
+    assert result.exit_code == 6
+    assert "orpheus deploy --all" in result.stderr
+
+
+UNUSED = (grpc, tar_names)
