@@ -26,6 +26,7 @@ import argparse
 import copy
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,10 @@ def export_decoder(model: Any, out_path: str | Path, opset: int = DEFAULT_OPSET)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     axes = {name: {1: f"len_{k}"} for name, k in zip(INPUT_NAMES, (1, 2, 4), strict=True)}
-    with torch.inference_mode():
+    # The tracer warns about SNAC's `if pad > 0` (always 0 there) and its own deprecation: noise
+    # in an image build log that hides real problems.
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             tuple(_example_codes(4, model.codebook_size, seed=0)),
