@@ -1,0 +1,194 @@
+"""Throughput of the backend launcher's engines, side by side in one run.
+
+    .venv/bin/python -m bench.backend [--model X.gguf] [--engines llama-server,llama-cpp-python]
+
+For each engine: start ``python -m runtime.backend`` (the image's command) on the model, measure
+start-up to ready, then tokens/s of one stream and of 4 concurrent streams (total and per
+stream). Without ``--model`` it serves the tiny Orpheus GGUF (generated here), on which only the
+*ratios* between engines and between 1 and 4 streams mean anything: the model is tiny, so the
+numbers are dominated by per-token overheads rather than by weights. The last line of output is
+one JSON object. Real time for Orpheus audio needs 82.03 tokens/s per stream (design section 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REALTIME_TPS = 82.03
+PROMPT = "<|audio|>tara: Benchmarking the Orpheus backend with a few concurrent streams.<|eot_id|>"
+SAMPLING = {"temperature": 0.6, "top_p": 0.9, "repeat_penalty": 1.1}
+
+
+@dataclass
+class StreamResult:
+    tokens: int
+    first_token_s: float
+    seconds: float
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _llama_server() -> str | None:
+    configured = os.environ.get("LLAMA_SERVER_BIN") or os.environ.get("ORPHEUS_LLAMA_SERVER")
+    if configured:
+        return configured
+    built = (Path.home() / ".cache/orpheus-build/llama-cpp-python-0.3.36/bin/llama-server")
+    return str(built) if built.is_file() else shutil.which("llama-server")
+
+
+def _stream(url: str, max_tokens: int, out: list[StreamResult]) -> None:
+    body = {"prompt": PROMPT, "max_tokens": max_tokens, "stream": True, **SAMPLING}
+    start = time.perf_counter()
+    first = None
+    tokens = 0
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0].get("text"):
+                tokens += 1
+                if first is None:
+                    first = time.perf_counter() - start
+    out.append(StreamResult(tokens, first or 0.0, time.perf_counter() - start))
+
+
+def _concurrent(url: str, streams: int, max_tokens: int) -> tuple[float, float, float]:
+    """(total tokens/s, mean per-stream tokens/s, mean time to first token in s)."""
+    results: list[StreamResult] = []
+    threads = [threading.Thread(target=_stream, args=(url, max_tokens, results))
+               for _ in range(streams)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    total = sum(r.tokens for r in results) / wall
+    per_stream = sum(r.tokens / r.seconds for r in results) / len(results)
+    ttft = sum(r.first_token_s for r in results) / len(results)
+    return total, per_stream, ttft
+
+
+def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str, object]:
+    port = _free_port()
+    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port),
+           "ORPHEUS_BACKEND_HOST": "127.0.0.1", "N_PARALLEL": str(args.streams),
+           "N_CTX": str(args.streams * args.slot_ctx), "N_GPU_LAYERS": str(args.n_gpu_layers),
+           "MODEL_STAGING": "never"}
+    if engine == "llama-server":
+        env["LLAMA_SERVER_BIN"] = _llama_server() or ""
+    url = f"http://127.0.0.1:{port}"
+    ready_path = "/health" if engine == "llama-server" else "/v1/models"
+    log_path = Path(tempfile.gettempdir()) / f"bench-{engine}-{port}.log"
+    with log_path.open("wb") as log:
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "runtime.backend", "--engine", engine],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            ready_s = _wait_ready(process, f"{url}{ready_path}", log_path) - start
+            _stream(url, args.max_tokens, [])  # warm-up
+            single: list[StreamResult] = []
+            for _ in range(args.repeats):
+                _stream(url, args.max_tokens, single)
+            runs = [_concurrent(url, args.streams, args.max_tokens) for _ in range(args.repeats)]
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    single_tps = sum(r.tokens for r in single) / sum(r.seconds for r in single)
+    total = sum(r[0] for r in runs) / len(runs)
+    per_stream = sum(r[1] for r in runs) / len(runs)
+    n = args.streams
+    return {
+        "ready_s": round(ready_s, 2),
+        "single_stream_tps": round(single_tps, 1),
+        "single_ttft_ms": round(1000 * sum(r.first_token_s for r in single) / len(single), 1),
+        f"concurrent{n}_total_tps": round(total, 1),
+        f"concurrent{n}_per_stream_tps": round(per_stream, 1),
+        f"concurrent{n}_ttft_ms": round(1000 * sum(r[2] for r in runs) / len(runs), 1),
+        "tokens_per_stream": single[0].tokens,
+        "per_stream_realtime": per_stream >= REALTIME_TPS,
+    }
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> float:
+    """Poll until ready; the time it became so."""
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the backend exited; see {log_path}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.perf_counter()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="GGUF to serve (default: the tiny fixture)")
+    parser.add_argument("--frames", type=int, default=50,
+                        help="frames the generated tiny model speaks (7 tokens each)")
+    parser.add_argument("--engines", default="llama-server,llama-cpp-python")
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=2000)
+    parser.add_argument("--slot-ctx", type=int, default=4096)
+    parser.add_argument("--n-gpu-layers", type=int, default=999)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            from tests.fixtures.orpheus_gguf import write_orpheus_gguf
+
+            model = write_orpheus_gguf(Path(tmp) / "orpheus-tiny-q8.gguf", quant="Q8_0",
+                                       frames=args.frames)
+        results: dict[str, object] = {}
+        for engine in args.engines.split(","):
+            if engine == "llama-server" and not _llama_server():
+                results[engine] = {"skipped": "llama-server not found (.ci/build_llama.sh)"}
+                continue
+            print(f"benchmarking {engine} on {model.name}...", file=sys.stderr, flush=True)
+            results[engine] = bench_engine(engine, model, args)
+            print(json.dumps({engine: results[engine]}), file=sys.stderr, flush=True)
+
+    summary: dict[str, object] = {
+        "benchmark": "backend", "model": str(args.model or f"tiny Q8_0 ({args.frames} frames)"),
+        "streams": args.streams, "realtime_tps": REALTIME_TPS, "engines": results,
+    }
+    server, python = results.get("llama-server"), results.get("llama-cpp-python")
+    key = f"concurrent{args.streams}_total_tps"
+    if isinstance(server, dict) and isinstance(python, dict) and key in server and key in python:
+        summary["ratios"] = {
+            "server_vs_python_single": round(server["single_stream_tps"]
+                                             / python["single_stream_tps"], 2),
+            f"server_vs_python_{key}": round(server[key] / python[key], 2),
+            f"server_{key}_vs_single": round(server[key] / server["single_stream_tps"], 2),
+            f"python_{key}_vs_single": round(python[key] / python["single_stream_tps"], 2),
+        }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
