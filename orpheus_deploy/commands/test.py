@@ -35,12 +35,20 @@ def test(
         url = url or phase.frontend_url(settings, cloud)
         key = key or phase.api_key_from_secret(settings, cloud)
     result = phase.run_smoke_test(url, key, timeout_s=timeout)
-    if ui.json_mode:
-        ui.emit(result.as_dict())
-    else:
+    if not ui.json_mode:
         render(ui, result)
+        if not result.ok:
+            raise phase.SmokeTestFailed(result)
+        return
+    # --json: exactly one object on stdout, the result (with the error when it failed).
+    payload = result.as_dict()
     if not result.ok:
-        raise phase.SmokeTestFailed(result)
+        failure = phase.SmokeTestFailed(result)
+        payload["error"] = {"message": failure.message, "hint": failure.hint,
+                            "exit_code": failure.exit_code}
+    ui.emit(payload)
+    if not result.ok:
+        raise typer.Exit(code=phase.SmokeTestFailed.exit_code)
 
 
 def render(ui: UI, result: Any) -> None:

@@ -109,12 +109,25 @@ def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> Pha
     cloud.ensure_credentials()
     report = PhaseReport("destroy")
     state = load_state(cloud, settings)
+    n = settings.names
+    # Left alone on purpose, and said so rather than shown as "absent".
+    not_deleted = {
+        "apis/required": "kept: APIs are never disabled (other workloads may use them)",
+        f"run-invoker/{n.backend_service}": "removed with its service",
+        f"run-invoker/{n.frontend_service}": "removed with its service",
+        f"subnet-private-google-access/{settings.region}/{settings.subnet}":
+            "kept: the subnet is not ours and others may need Private Google Access",
+    }
     ordered: list[Resource] = [*setup_resources(settings), *backend_resources(settings, state),
                                *frontend_resources(settings, state, None)]
     for resource in reversed(ordered):
         if isinstance(resource, ModelBucket) and not delete_model:
             report.results.append(Result(resource.key, UNCHANGED,
                                          detail="kept (pass --delete-model to delete it)"))
+            continue
+        if resource.key in not_deleted:
+            report.results.append(Result(resource.key, UNCHANGED,
+                                         detail=not_deleted[resource.key]))
             continue
         deleted = resource.delete(cloud)
         report.results.append(Result(resource.key, DELETE if deleted else ABSENT))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import struct
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from google.cloud import run_v2
 
 from orpheus_deploy.build_context import list_files
-from tests.deploy.conftest import tar_names
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "test-project"
@@ -200,15 +203,16 @@ def test_destroy_then_status_leaves_only_the_bucket(cloud: Any, run_cli: Any, mo
     assert status["images"] == {"backend": None, "frontend": None}
 
 
-def test_smoke_test_fails_on_a_frontend_without_auth(cloud: Any, run_cli: Any,
-                                                      frontend_factory: Any) -> None:
+def test_smoke_test_against_the_real_frontend_app(cloud: Any, run_cli: Any,
+                                                 frontend_factory: Any) -> None:
     running = frontend_factory()
     ok = run_cli("--json", "test", "--url", running.base_url, "--key", running.api_key)
     assert ok.exit_code == 0, ok.everything
     bad = run_cli("--json", "test", "--url", running.base_url, "--key", "not-the-key-at-all")
     assert bad.exit_code == 1
-    result = json.loads(bad.stdout.splitlines()[0])
+    result = json.loads(bad.stdout)  # one JSON object, error included
     assert [c["ok"] for c in result["checks"]] == [True, True, False]
+    assert result["error"]["message"].startswith("Smoke test of")
     assert "not-the-key-at-all" not in bad.everything
 
 
@@ -233,4 +237,41 @@ def test_status_code_for_a_missing_frontend(cloud: Any, run_cli: Any) -> None:
     assert "orpheus deploy --all" in result.stderr
 
 
-UNUSED = (grpc, tar_names)
+def test_smoke_test_catches_a_frontend_that_lets_anyone_in(run_cli: Any) -> None:
+    """A stub server that answers every request with audio: both 401 checks must fail."""
+    with open_frontend_stub() as url:
+        result = run_cli("--json", "test", "--url", url, "--key", "any-key-at-all-123")
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert [(c["name"], c["ok"], c["status"]) for c in out["checks"]] == [
+        ("no key", False, 200), ("wrong key", False, 200), ("right key", True, 200)]
+    assert out["audio_s"] == pytest.approx(0.5)
+
+
+@contextlib.contextmanager
+def open_frontend_stub() -> Iterator[str]:
+    samples = 12000  # 0.5 s of 24 kHz mono s16le
+    wav = (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt "
+           + struct.pack("<IHHIIHH", 16, 1, 1, 24000, 48000, 2, 16)
+           + b"data" + struct.pack("<I", 0xFFFFFFFF) + bytes(2 * samples))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.send_header("Content-Length", str(len(wav)))
+            self.end_headers()
+            self.wfile.write(wav)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
