@@ -45,7 +45,7 @@ class OperationPolicy:
     def fast(cls) -> OperationPolicy:
         """For tests: poll and retry every few milliseconds."""
         return cls(poll_initial_s=0.005, poll_max_s=0.02, operation_timeout_s=30.0,
-                   retry_initial_s=0.005, retry_max_s=0.02, retry_deadline_s=10.0)
+                   retry_initial_s=0.005, retry_max_s=0.02, retry_deadline_s=1.0)
 
     def retry(self) -> Any:
         """A ``google.api_core.retry.Retry`` for transient errors (UNAVAILABLE, 429 rate limits

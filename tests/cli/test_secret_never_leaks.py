@@ -1,0 +1,48 @@
+"""The API key never appears in any output, log record or exception text, on any path."""
+
+from __future__ import annotations
+
+import grpc
+
+KEY = "Sup3rSecretValue-0123456789-xyzXYZ"
+ROTATED = "Rot4tedSecretValue-0123456789-qrs"
+
+
+def _assert_clean(result, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in result.everything
+        assert secret[:16] not in result.everything
+
+
+def test_key_never_printed_or_logged(fake_cloud, run_cli):
+    runs = [
+        run_cli("-v", "setup", "--api-key", KEY),
+        run_cli("-v", "--json", "setup", "--api-key", KEY),
+        run_cli("-v", "setup", "--api-key", "-", input=KEY),
+        run_cli("-v", "setup", "--rotate-key", "--api-key", ROTATED),
+        run_cli("-v", "--json", "setup", "--rotate-key", "--api-key", "-", input=KEY + "\n"),
+    ]
+    for result in runs:
+        assert result.exit_code == 0, result.output
+        _assert_clean(result, KEY, ROTATED)
+    payloads = fake_cloud.services["secretmanager"].payloads("orpheus-api-key")
+    assert payloads == [KEY.encode(), ROTATED.encode(), KEY.encode()]
+
+
+def test_key_not_in_error_paths(fake_cloud, run_cli):
+    assert run_cli("setup", "--api-key", KEY).exit_code == 0
+    for code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT,
+                 grpc.StatusCode.UNAVAILABLE):
+        fake_cloud.fail_next("AddSecretVersion", code, times=None)
+        result = run_cli("-v", "setup", "--rotate-key", "--api-key", ROTATED)
+        assert result.exit_code != 0
+        assert "Traceback" in result.stderr  # -v: the full traceback, still without the key
+        _assert_clean(result, KEY, ROTATED)
+        fake_cloud.clear_faults()
+
+
+def test_invalid_key_not_echoed(fake_cloud, run_cli):
+    bad = "Sup3r Secret With Spaces 0123456789"
+    result = run_cli("-v", "setup", "--api-key", bad)
+    assert result.exit_code == 2
+    assert bad not in result.everything and "Sup3r" not in result.everything
