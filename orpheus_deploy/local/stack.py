@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,9 +82,23 @@ def choose_engine(requested: str) -> str:
     )
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+def _death_signal(sig: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel to send ``sig`` to the child when its parent dies.
+
+    Linux only. libc is looked up here, in the parent, so that between fork and exec the child
+    makes one plain call (no dlopen, which could deadlock on a lock another thread held).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_death_signal() -> None:
+        prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
+
+    return set_death_signal
 
 
 def _status(url: str) -> int | None:
@@ -119,7 +134,8 @@ class LocalStack:
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, **env}, start_new_session=True, preexec_fn=_die_with_parent,
+                env={**os.environ, **env}, start_new_session=True,
+                preexec_fn=_death_signal(signal.SIGTERM),
             )
         child = Child(name, process, log_path, ready_url)
         self.children.append(child)

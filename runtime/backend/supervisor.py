@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from types import FrameType
 
 from runtime.backend.engines import EngineCommand
@@ -27,7 +28,6 @@ log = logging.getLogger("orpheus.backend")
 
 # Cloud Run allows 10 s between SIGTERM and SIGKILL; leave the server most of it.
 SHUTDOWN_GRACE_S = 8.0
-_PR_SET_PDEATHSIG = 1
 
 
 class StepClock:
@@ -42,11 +42,23 @@ class StepClock:
         self._last = now
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the launcher dies (Linux; a no-op elsewhere)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _death_signal(sig: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel to send ``sig`` to the child when its parent dies.
+
+    Linux only. libc is looked up here, in the parent, so that between fork and exec the child
+    makes one plain call (no dlopen, which could deadlock on a lock another thread held).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_death_signal() -> None:
+        prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
+
+    return set_death_signal
 
 
 def _status(url: str) -> int | None:
@@ -78,7 +90,8 @@ def _watch_readiness(url: str, clock: StepClock, child: subprocess.Popen[bytes],
 def run_engine(command: EngineCommand, port: int, clock: StepClock) -> int:
     """Run the engine until it exits; return the launcher's exit code."""
     log.info("starting %s: %s", command.name, " ".join(command.argv))
-    child = subprocess.Popen(command.argv, start_new_session=True, preexec_fn=_die_with_parent)
+    child = subprocess.Popen(command.argv, start_new_session=True,
+                             preexec_fn=_death_signal(signal.SIGTERM))
     clock.step(f"{command.name} started (pid {child.pid})")
     stop = threading.Event()
     stop_requested_at: list[float] = []
