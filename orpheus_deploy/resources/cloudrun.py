@@ -60,6 +60,21 @@ def _env(container: Any) -> dict[str, str]:
     return out
 
 
+def _limits(limits: dict[str, str]) -> dict[str, Any]:
+    """Compare quantities, not spellings: "4" and "4000m" CPU, "16Gi" and "16384Mi" memory."""
+    from orpheus_deploy.cost import parse_cpu, parse_memory_gib
+
+    out: dict[str, Any] = dict(limits)
+    try:
+        if "cpu" in out:
+            out["cpu"] = parse_cpu(out["cpu"])
+        if "memory" in out:
+            out["memory"] = parse_memory_gib(out["memory"])
+    except ValueError:
+        pass  # an unparsable value compares as text, and so shows up as a difference
+    return out
+
+
 def managed_fields(svc: run_v2.Service) -> dict[str, Any]:
     """Flat ``{field path: value}`` of everything the specs set, comparable across both sides."""
     t = svc.template
@@ -90,7 +105,7 @@ def managed_fields(svc: run_v2.Service) -> dict[str, Any]:
             f"{p}.image": c.image,
             f"{p}.ports": [port.container_port for port in c.ports],
             f"{p}.env": _env(c),
-            f"{p}.resources.limits": dict(c.resources.limits),
+            f"{p}.resources.limits": _limits(dict(c.resources.limits)),
             f"{p}.resources.cpu_idle": c.resources.cpu_idle,
             f"{p}.resources.startup_cpu_boost": c.resources.startup_cpu_boost,
             f"{p}.volume_mounts": [(m.name, m.mount_path) for m in c.volume_mounts],

@@ -146,7 +146,15 @@ def test_quota_and_invalid_spec_are_explained(cloud: Any, run_cli: Any, model_fi
         result.stderr
     assert "console.cloud.google.com/iam-admin/quotas?project=test-project" in result.stderr
 
+    # The same shortage reported by the revision instead of the request.
     cloud.services["run"].gpu_quota["no_zonal"] = 1
+    cloud.services["run"].fail_revisions["orpheus-backend"] = (
+        "Quota exceeded for total allowable count of GPUs per project per region.")
+    result = run_cli("deploy-backend")
+    assert result.exit_code == 7, result.everything
+    assert "request nvidia-l4 quota (without zonal redundancy)" in result.stderr
+    del cloud.services["run"].fail_revisions["orpheus-backend"]
+
     monkeypatch.setenv("ORPHEUS_BACKEND_CPU", "2")
     result = run_cli("deploy-backend")
     assert result.exit_code != 0
@@ -275,3 +283,28 @@ def open_frontend_stub() -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_deploy_backend_before_upload_says_what_to_run(cloud: Any, run_cli: Any) -> None:
+    assert run_cli("setup").exit_code == 0
+    result = run_cli("deploy-backend")
+    assert result.exit_code == 2
+    assert "no model uploaded yet (orpheus upload-model PATH)" in result.stderr
+    assert cloud.calls("UpdateService") == []
+
+
+def test_a_console_edit_is_drift_that_deploy_repairs(cloud: Any, run_cli: Any,
+                                                     model_file: Path) -> None:
+    assert deploy_all(run_cli, model_file, "--no-test").exit_code == 0
+    svc = cloud.services["run"].services[
+        f"projects/{PROJECT}/locations/us-central1/services/orpheus-backend"]
+    svc.template.scaling.max_instance_count = 5  # someone raised it in the console
+    plan = json.loads(run_cli("--json", "plan").stdout)
+    [row] = [r for r in plan["results"] if r["key"] == "run-service/orpheus-backend"]
+    assert row["action"] == "update"
+    assert row["changes"] == [{"field": "template.scaling", "before": [0, 5], "after": [0, 1]}]
+    assert "validated by Cloud Run" in row["detail"]
+    cloud.clear_log()
+    assert run_cli("deploy-backend").exit_code == 0
+    assert len(recorded_updates(cloud, "orpheus-backend")) == 1
+    assert cloud.services["run"].get("orpheus-backend").template.scaling.max_instance_count == 1
