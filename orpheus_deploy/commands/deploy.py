@@ -58,9 +58,17 @@ def deploy(
         key = KeySource.from_stdin(sys.stdin)
     elif api_key is not None:
         key = KeySource.given(api_key)
+    from orpheus_deploy.commands.build import show_log_tail
+    from orpheus_deploy.phases.build import BuildFailed
+
     nested = _nested_ui(ui)
-    result = deploy_all(settings, Cloud(settings), nested, PipelineOptions(
-        model_path=model, api_key=key, force_build=force_build, run_test=not no_test))
+    try:
+        result = deploy_all(settings, Cloud(settings), nested, PipelineOptions(
+            model_path=model, api_key=key, force_build=force_build, run_test=not no_test))
+    except BuildFailed as exc:
+        if ui.json_mode:  # the log was not streamed: show the failing step's tail on stderr
+            show_log_tail(ui, exc)
+        raise
     if ui.json_mode:
         ui.emit(result.as_dict())
         return

@@ -308,3 +308,14 @@ def test_a_console_edit_is_drift_that_deploy_repairs(cloud: Any, run_cli: Any,
     assert run_cli("deploy-backend").exit_code == 0
     assert len(recorded_updates(cloud, "orpheus-backend")) == 1
     assert cloud.services["run"].get("orpheus-backend").template.scaling.max_instance_count == 1
+
+
+def test_deploy_all_json_shows_the_failing_build_step(cloud: Any, run_cli: Any,
+                                                      model_file: Path) -> None:
+    cloud.services["cloudbuild"].fail_steps["build-frontend"] = ["onnx export: out of memory"]
+    result = deploy_all(run_cli, model_file)
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)["error"]
+    assert "at step 'build-frontend'" in error["message"]
+    assert "onnx export: out of memory" in result.stderr
+    assert cloud.calls("UpdateService") == []  # nothing deployed from a failed build
