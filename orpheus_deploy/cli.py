@@ -25,6 +25,9 @@ app = typer.Typer(
     help="Deploy Orpheus text-to-speech to Google Cloud Run: `orpheus deploy --all`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain Click help: Rich help formatting would double `--help` start-up time
+    # (bench/cli_startup.py); Rich stays for the output of the commands themselves.
+    rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -307,18 +307,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def adc_project() -> str | None:
     """The project of the Application Default Credentials, or None (never raises)."""
-    try:
-        import google.auth
-        from google.auth.exceptions import DefaultCredentialsError
-    except ImportError:  # pragma: no cover
-        return None
-    try:
-        _, project = google.auth.default()
-    except DefaultCredentialsError:
-        return None
-    except Exception:  # a broken credentials file must not break `orpheus config`
-        return None
-    return project or None
+    from orpheus_deploy.gcp.credentials import adc_project as lookup
+
+    return lookup()
 
 
 def load_settings(opts: GlobalOptions | None = None, **overrides: Any) -> Settings:

@@ -8,7 +8,10 @@ from orpheus_deploy.commands import settings_for, ui_for
 
 
 def config(ctx: typer.Context) -> None:
-    """Print the effective settings, the source of each, and the derived resource names."""
+    """Show the settings and where each came from.
+
+    Also prints the resource names derived from them.
+    """
     ui = ui_for(ctx)
     settings = settings_for(ctx)
     items = settings.public_items()

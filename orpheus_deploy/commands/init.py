@@ -16,7 +16,10 @@ def init(
                                        dir_okay=False)] = Path("orpheus.toml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write a commented orpheus.toml with every setting and its default."""
+    """Write a commented orpheus.toml.
+
+    Every setting is listed with its default, commented out.
+    """
     from orpheus_deploy.config_template import render_template
     from orpheus_deploy.errors import InputError
 

@@ -18,7 +18,11 @@ def setup(
     rotate_key: Annotated[bool, typer.Option(
         "--rotate-key", help="Add a new version to an existing API-key secret.")] = False,
 ) -> None:
-    """Prepare the project: enable APIs, create the bucket, registry, secret and accounts."""
+    """Prepare the project (APIs, bucket, secret, ...).
+
+    Enables the APIs, creates the model bucket, the Artifact Registry repository, the API-key
+    secret and the two service accounts with least-privilege bindings. Safe to re-run.
+    """
     from orpheus_deploy.phases.setup import KeySource, run_setup
 
     ui = ui_for(ctx)

@@ -18,7 +18,10 @@ def upload_model(
         "--name", help="Object name in the bucket (default: the file name).",
         show_default=False)] = None,
 ) -> None:
-    """Upload the model to the bucket (skipped when it is already there, resumed if cut off)."""
+    """Upload the GGUF model to the bucket.
+
+    Resumable and CRC32C-verified; skipped when the same file is already there.
+    """
     from orpheus_deploy.phases.upload_model import run_upload
 
     ui = ui_for(ctx)
