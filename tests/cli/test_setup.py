@@ -232,3 +232,29 @@ def test_missing_project_is_a_clear_error(cloud, run_cli, monkeypatch):
     result = run_cli("setup", "--api-key", API_KEY)
     assert result.exit_code == 2
     assert "--project" in result.stderr
+
+
+def test_name_and_region_select_other_resources(cloud, run_cli, monkeypatch):
+    monkeypatch.setenv("ORPHEUS_NAME", "tts2")
+    result = run_cli("--region", "europe-west4", "setup", "--api-key", API_KEY)
+    assert result.exit_code == 0, result.output
+    assert cloud.storage.bucket_metadata(f"tts2-models-{PROJECT}")["location"] == "EUROPE-WEST4"
+    assert cloud.storage.bucket_metadata(BUCKET) is None
+    assert list(cloud.services["artifactregistry"].repositories) == [
+        f"projects/{PROJECT}/locations/europe-west4/repositories/tts2-repo"]
+    assert set(cloud.services["iam"].accounts) == {
+        f"tts2-backend@{PROJECT}.iam.gserviceaccount.com",
+        f"tts2-frontend@{PROJECT}.iam.gserviceaccount.com"}
+    assert cloud.services["secretmanager"].payloads("tts2-api-key") == [API_KEY.encode()]
+
+
+def test_drifted_bucket_is_repaired(cloud, run_cli):
+    assert run_cli("setup", "--api-key", API_KEY).exit_code == 0
+    bucket = cloud.storage.bucket_metadata(BUCKET)
+    bucket["iamConfiguration"]["publicAccessPrevention"] = "inherited"
+    cloud.clear_log()
+    result = run_cli("setup")
+    assert result.exit_code == 0, result.output
+    assert [c.method for c in cloud.mutating_calls()] == [f"PATCH /storage/v1/b/{BUCKET}"]
+    assert cloud.storage.bucket_metadata(BUCKET)["iamConfiguration"][
+        "publicAccessPrevention"] == "enforced"
