@@ -175,6 +175,8 @@ def _upload(cloud: Cloud, ui: UI, path: Path, bucket_name: str, object_name: str
             if url is None:
                 url = _new_session(cloud, client, bucket_name, object_name, size, crc32c)
                 sessions.save(url)
+            # The storage client's own authorized HTTP session: same credentials, same
+            # emulator switch, no second transport to configure.
             session = ResumableSession(client._http, url, size, cloud.policy)
             try:
                 with translated(f"upload {path.name}", cloud.project):

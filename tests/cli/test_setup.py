@@ -258,3 +258,14 @@ def test_drifted_bucket_is_repaired(cloud, run_cli):
     assert [c.method for c in cloud.mutating_calls()] == [f"PATCH /storage/v1/b/{BUCKET}"]
     assert cloud.storage.bucket_metadata(BUCKET)["iamConfiguration"][
         "publicAccessPrevention"] == "enforced"
+
+
+def test_json_error_shape(cloud, run_cli):
+    import json
+
+    cloud.deny("artifactregistry.repositories.create")
+    result = run_cli("--json", "setup", "--api-key", API_KEY)
+    assert result.exit_code == 5
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "permission" and error["exit_code"] == 5
+    assert "artifactregistry.repositories.create" in error["message"]
