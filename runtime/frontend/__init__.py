@@ -27,7 +27,7 @@ Environment (design section 3 names first; the rest are optional tuning)
     ORPHEUS_EXTRA_VOICES            comma-separated voices of a fine-tuned model        (none)
     ORPHEUS_DEFAULT_FORMAT          response_format when the request has none; mp3 as   mp3
                                     in OpenAI's API (wav, pcm, mp3, opus, flac, aac)
-    ORPHEUS_DECODE_WORKERS          threads for decoding/encoding (shared by requests)  4
+    ORPHEUS_DECODE_WORKERS          threads for decoding/encoding (shared by requests)  CPUs
     ORPHEUS_ONNX_THREADS            ONNX Runtime threads per decode call                1
     ORPHEUS_BACKEND_AUDIENCE        ID token audience if not the backend's origin       (origin)
     ORPHEUS_RETRY_INITIAL_BACKOFF / ORPHEUS_RETRY_MAX_BACKOFF   cold-start retries (s)   0.5 / 8

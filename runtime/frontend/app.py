@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import httpx
@@ -18,6 +17,7 @@ from runtime.codec.encoders import SUPPORTED_FORMATS, open_encoder
 from runtime.codec.snac_onnx import SnacOnnxDecoder
 from runtime.frontend.access_log import AccessLogMiddleware
 from runtime.frontend.backend_client import BackendClient, GenerationParams, IdTokenProvider
+from runtime.frontend.decode_pool import DecodePool, default_workers
 from runtime.frontend.errors import install_error_handlers
 from runtime.frontend.logging_setup import install_request_id_stamp
 from runtime.frontend.routes import router
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = settings or load_settings()
         app.state.settings = cfg
-        executor = ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="orpheus-decode")
+        pool = DecodePool(cfg.decode_workers or default_workers())
         decoder = SnacOnnxDecoder(cfg.snac_model_path, threads=cfg.onnx_threads)
         formats = _working_formats()
         if cfg.default_format not in formats:
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_backoff=cfg.retry_max_backoff,
         )
         app.state.backend = backend
-        app.state.speech = SpeechService(cfg, backend, decoder, executor, formats)
+        app.state.speech = SpeechService(cfg, backend, decoder, pool, formats)
         log.info(
             "frontend ready",
             extra={
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await http.aclose()
-            executor.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
 
     install_request_id_stamp()
     app = FastAPI(

@@ -59,7 +59,10 @@ class Settings(BaseSettings):
     segment_chars: int = Field(240, ge=20, validation_alias=_env("ORPHEUS_SEGMENT_CHARS"))
     extra_voices: str = Field("", validation_alias=_env("ORPHEUS_EXTRA_VOICES"))
     default_format: str = Field("mp3", validation_alias=_env("ORPHEUS_DEFAULT_FORMAT"))
-    decode_workers: int = Field(4, ge=1, le=64, validation_alias=_env("ORPHEUS_DECODE_WORKERS"))
+    # None: one per usable CPU (see decode_pool.py for why not more).
+    decode_workers: int | None = Field(
+        None, ge=1, le=64, validation_alias=_env("ORPHEUS_DECODE_WORKERS")
+    )
     onnx_threads: int = Field(1, ge=1, le=64, validation_alias=_env("ORPHEUS_ONNX_THREADS"))
     retry_initial_backoff: float = Field(
         0.5, gt=0.0, validation_alias=_env("ORPHEUS_RETRY_INITIAL_BACKOFF")

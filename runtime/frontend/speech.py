@@ -19,7 +19,6 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -33,6 +32,7 @@ from runtime.codec.streaming import StreamingDecoder
 from runtime.codec.text_split import SegmentJoiner, split_text
 from runtime.codec.tokens import TokenStreamParser
 from runtime.frontend.backend_client import BackendClient
+from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY, DecodePool
 from runtime.frontend.errors import APIError, BackendError, BackendTimeout
 from runtime.frontend.schemas import SpeechRequest
 from runtime.frontend.settings import Settings
@@ -202,30 +202,56 @@ class SpeechStream:
         else:
             await self._queue.put(_END)
 
+    def _priority(self) -> int:
+        return FIRST_AUDIO if self.stats.samples == 0 else STEADY
+
     async def _produce(self) -> None:
         service, job, stats = self._service, self._job, self.stats
-        pipeline = await service.call(_AudioPipeline, service.decoder, job.fmt, job.speed, stats)
+        # Made in a worker while the backend request is being sent: opening an FFmpeg encoder takes
+        # a few milliseconds that should not add to the time to first byte.
+        making = asyncio.ensure_future(
+            service.call(FIRST_AUDIO, _AudioPipeline, service.decoder, job.fmt, job.speed, stats)
+        )
+        try:
+            await self._generate(making)
+        finally:
+            if not making.done():
+                making.cancel()
+            elif not making.cancelled():
+                making.exception()  # retrieved: a failure here was already reported another way
+
+    async def _generate(self, making: asyncio.Future[_AudioPipeline]) -> None:
+        service, job, stats = self._service, self._job, self.stats
+        pipeline: _AudioPipeline | None = None
         for index, segment in enumerate(job.segments):
             deadline = (
                 self._deadline if index == 0 else self._loop.time() + (service.settings.api_timeout)
             )
             parser = TokenStreamParser()
-            pipeline.begin_segment()
+            started = False
             prompt = build_text_prompt(segment, job.voice)
             async with contextlib.aclosing(service.backend.stream_text(prompt, deadline)) as texts:
                 async for text in texts:
                     frames = parser.feed(text)
                     if frames:
+                        if pipeline is None:
+                            pipeline = await making
+                        if not started:
+                            pipeline.begin_segment()
+                            started = True
                         stats.frames += len(frames)
-                        await self._put(await service.call(pipeline.push, frames))
+                        data = await service.call(self._priority(), pipeline.push, frames)
+                        await self._put(data)
                     if parser.ended:
                         break  # end of speech: closing the stream frees the backend slot
             parser.finish()
             stats.segments += 1
             stats.invalid_tokens += parser.invalid_tokens
             stats.dropped_tokens += parser.dropped_tokens
-            await self._put(await service.call(pipeline.end_segment))
-        if stats.frames == 0:
+            if started:
+                assert pipeline is not None
+                await self._put(await service.call(self._priority(), pipeline.end_segment))
+        if stats.frames == 0 or pipeline is None:
             # Never a 200 with empty audio: a backend that answers without audio tokens is broken
             # (wrong model, wrong prompt format) and the client must hear about it.
             raise BackendError(
@@ -233,7 +259,7 @@ class SpeechStream:
                 f"({stats.invalid_tokens} invalid, {stats.dropped_tokens} out of order); "
                 "is ORPHEUS_API_URL serving an Orpheus model?"
             )
-        await self._put(await service.call(pipeline.finish))
+        await self._put(await service.call(self._priority(), pipeline.finish))
 
     async def _put(self, data: bytes) -> None:
         if data:
@@ -245,19 +271,18 @@ class SpeechService:
     settings: Settings
     backend: BackendClient
     decoder: SnacOnnxDecoder
-    executor: Executor
+    pool: DecodePool
     formats: tuple[str, ...] = SUPPORTED_FORMATS
     _models: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self._models = frozenset({self.settings.model_name.lower(), *MODEL_ALIASES})
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, priority: int, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work in the decode pool, keeping the request id for its log lines."""
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(
-            self.executor, lambda: context.run(fn, *args)
-        )
+        future = self.pool.submit(priority, lambda: context.run(fn, *args))
+        return await asyncio.wrap_future(future)
 
     def prepare(self, request: SpeechRequest) -> SpeechJob:
         """Check a request against the deployment's limits; a 400 APIError names the field."""

@@ -1,0 +1,250 @@
+"""Frontend benchmark: what the whole app adds on top of the codec, and how it behaves under load.
+
+    .venv/bin/python -m bench.frontend [--frames 48] [--repeats 5] [--streams 8] [--tiny]
+
+Setup: the scripted fake backend (tests/fixtures/fake_backend.py) emits audio tokens at 100 tokens/s
+per request (a little faster than the 82 tokens/s real time needs, like a healthy L4); the app runs
+as its container command (`python -m runtime.frontend`) in a child process, so its CPU time and
+peak RSS (VmHWM) are its own; requests come from an HTTP client in this process.
+
+Measured side by side in one run (these machines are noisy, so compare ratios, not absolutes):
+
+* time to first audio byte (TTFB) through the app vs the codec alone: `AudioStream` fed the same
+  token schedule in-process, time to its first PCM. The difference is the app's overhead (HTTP,
+  auth, SSE parsing, thread hand-offs, encoding); target < 20 ms.
+* CPU seconds per second of audio: the app process vs the codec alone.
+* N concurrent streams: each stream's TTFB and its ratio to the single-stream TTFB (target <= 1.5x),
+  and the app's peak RSS (target < 600 MiB).
+
+The decoder is the real SNAC 24 kHz architecture with random weights (bench/decode.py's export, same
+compute as the real checkpoint); `--tiny` uses the tiny test config. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.decode import real_snac_onnx
+from runtime.codec import AudioStream, SnacOnnxDecoder
+from runtime.codec.protocol import SAMPLE_RATE, SAMPLES_PER_FRAME
+from tests.fixtures.fake_backend import Behavior, FakeBackend, audio_token_texts
+
+TOKENS_PER_SECOND = 100.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def codec_alone(decoder: SnacOnnxDecoder, frames: int) -> tuple[float, float]:
+    """(seconds to the first PCM, CPU seconds) for the token schedule the fake backend plays."""
+    tokens = audio_token_texts(frames)
+    stream = AudioStream(decoder)
+    cpu = time.process_time()
+    start = time.perf_counter()
+    first = None
+    for index, token in enumerate(tokens):
+        delay = start + index / TOKENS_PER_SECOND - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        pcm = stream.feed(token)
+        if first is None and pcm.size:
+            first = time.perf_counter() - start
+    stream.finish()
+    assert first is not None
+    return first, time.process_time() - cpu
+
+
+def one_request(base: str, key: str, results: list[float], barrier: threading.Barrier | None):
+    body = {
+        "model": "orpheus",
+        "input": "Benchmark sentence.",
+        "voice": "tara",
+        "response_format": "pcm",
+    }
+    with httpx.Client(timeout=120, headers={"X-API-Key": key}) as client:
+        # A kept-alive connection, so that TTFB measures the app rather than TCP set-up.
+        client.get(f"{base}/health").raise_for_status()
+        if barrier is not None:
+            barrier.wait()
+        start = time.perf_counter()
+        first = None
+        size = 0
+        with client.stream(
+            "POST", f"{base}/v1/audio/speech", json=body, headers={"X-API-Key": key}
+        ) as response:
+            response.raise_for_status()
+            for chunk in response.iter_raw():
+                if first is None and chunk:
+                    first = time.perf_counter() - start
+                size += len(chunk)
+    assert first is not None and size > 0
+    results.append(first)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Orpheus frontend benchmark")
+    parser.add_argument("--frames", type=int, default=48, help="frames per utterance")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny SNAC config (no real-size export)"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "orpheus-bench-cache"
+    )
+    args = parser.parse_args(argv)
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    if args.tiny:
+        from tests.fixtures.snac import export_tiny_snac
+
+        model = args.cache_dir / "tiny_snac_decoder.onnx"
+        if not model.exists():
+            export_tiny_snac(model)
+    else:
+        model = real_snac_onnx(args.cache_dir)
+    audio_s = args.frames * SAMPLES_PER_FRAME / SAMPLE_RATE
+
+    backend = FakeBackend(Behavior.stream(args.frames, tokens_per_second=TOKENS_PER_SECOND))
+    backend.start()
+    key = "sk-bench-" + secrets.token_hex(8)
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ORPHEUS_")},
+        "PORT": str(port),
+        "ORPHEUS_HOST": "127.0.0.1",
+        "API_KEY_SECRET": key,
+        "SNAC_MODEL_PATH": str(model),
+        "ORPHEUS_API_URL": backend.url,
+        "ORPHEUS_LOG_LEVEL": "INFO",  # as deployed: one access line per request
+    }
+    app = subprocess.Popen(
+        [sys.executable, "-m", "runtime.frontend"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, app)
+        proc = psutil.Process(app.pid)
+        decoder = SnacOnnxDecoder(model, threads=1)
+        # Warm-up: first requests pay for lazy imports, connection set-up, ONNX allocations.
+        codec_alone(decoder, 4)
+        one_request(base, key, [], None)
+
+        app_ttfb: list[float] = []
+        codec_ttfb: list[float] = []
+        codec_cpu: list[float] = []
+        app_cpu: list[float] = []
+        for _ in range(args.repeats):  # interleaved, so drift hits both alike
+            first, cpu = codec_alone(decoder, args.frames)
+            codec_ttfb.append(first)
+            codec_cpu.append(cpu)
+            before = sum(proc.cpu_times()[:2])
+            one_request(base, key, app_ttfb, None)
+            app_cpu.append(sum(proc.cpu_times()[:2]) - before)
+
+        single = statistics.median(app_ttfb)
+        single_rss = peak_rss_mib(app.pid)
+        concurrent: list[float] = []
+        barrier = threading.Barrier(args.streams)
+        threads = [
+            threading.Thread(target=one_request, args=(base, key, concurrent, barrier))
+            for _ in range(args.streams)
+        ]
+        before = sum(proc.cpu_times()[:2])
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        concurrent_cpu = sum(proc.cpu_times()[:2]) - before
+        rss = peak_rss_mib(app.pid)
+    finally:
+        app.send_signal(signal.SIGTERM)
+        try:
+            app.wait(20)
+        except subprocess.TimeoutExpired:
+            app.kill()
+        backend.stop()
+
+    codec_first = statistics.median(codec_ttfb)
+    overhead_ms = (single - codec_first) * 1000
+    worst_ratio = max(concurrent) / single
+    result = {
+        "snac": "tiny" if args.tiny else "real-24khz-architecture-random-weights",
+        "backend_tokens_per_s": TOKENS_PER_SECOND,
+        "frames": args.frames,
+        "audio_s": round(audio_s, 3),
+        "repeats": args.repeats,
+        "codec_ttfb_ms": round(codec_first * 1000, 1),
+        "app_ttfb_ms": round(single * 1000, 1),
+        "app_ttfb_overhead_ms": round(overhead_ms, 1),
+        "codec_cpu_s_per_audio_s": round(statistics.median(codec_cpu) / audio_s, 4),
+        "app_cpu_s_per_audio_s": round(statistics.median(app_cpu) / audio_s, 4),
+        "app_vs_codec_cpu_ratio": round(
+            statistics.median(app_cpu) / statistics.median(codec_cpu), 2
+        ),
+        "concurrent_streams": args.streams,
+        "concurrent_ttfb_ms": [round(t * 1000, 1) for t in sorted(concurrent)],
+        "concurrent_worst_ttfb_ratio": round(worst_ratio, 2),
+        "concurrent_app_cpu_s_per_audio_s": round(concurrent_cpu / (audio_s * args.streams), 4),
+        "app_peak_rss_mib_single_stream": round(single_rss, 1),
+        "app_peak_rss_mib": round(rss, 1),
+        "targets": {
+            "ttfb_overhead_under_20ms": overhead_ms < 20,
+            "concurrent_within_1_5x": worst_ratio <= 1.5,
+            "peak_rss_under_600mib": rss < 600,
+        },
+        "cpu_count": os.cpu_count(),
+        "bench_wall_s": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(base: str, app: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if app.poll() is not None:
+            raise SystemExit(f"the app exited: {app.stderr.read().decode() if app.stderr else ''}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the app did not become ready in 60 s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
