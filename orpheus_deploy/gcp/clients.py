@@ -35,6 +35,9 @@ class Cloud:
         self._lock = threading.Lock()
         self._credentials: Any = None
         self._channel: Any = None
+        # Progress callback ``(label, elapsed_s)`` for long operations; the UI sets it while a
+        # spinner is shown, and resources pass it to ``wait_for``.
+        self.progress: Any = None
 
     # -- credentials -------------------------------------------------------------------------
     @property

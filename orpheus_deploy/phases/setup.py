@@ -119,8 +119,10 @@ def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = Fal
     settings.require_project()
     report = PhaseReport("setup")
     for resource in setup_resources(settings):
-        with ui.spinner(f"{resource.key}"):
+        with ui.spinner(f"{resource.key}") as progress:
+            cloud.progress = progress
             report.results.append(reconcile(resource, cloud))
+        cloud.progress = None
         if isinstance(resource, ApiKeySecret):
             with ui.spinner(f"{resource.key}/version"):
                 result = resource.ensure_version(cloud, key.value, rotate=rotate_key)

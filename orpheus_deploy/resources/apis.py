@@ -80,7 +80,8 @@ class Apis(Resource):
                 request={"parent": f"projects/{project}", "service_ids": missing},
                 retry=cloud.retry,
             )
-        wait_for(operation, f"enable {len(missing)} API(s)", cloud.policy, progress)
+        wait_for(operation, f"enable {len(missing)} API(s)", cloud.policy,
+                 progress or cloud.progress)
 
     def delete(self, cloud: Cloud) -> bool:
         return False  # deliberately never disables APIs

@@ -60,7 +60,8 @@ class Registry(Resource):
                         repository_id=self.name, retry=cloud.retry)
                 except exceptions.AlreadyExists:
                     return  # created concurrently: same desired state
-                wait_for(operation, f"create repository {self.name}", cloud.policy, progress)
+                wait_for(operation, f"create repository {self.name}", cloud.policy,
+                         progress or cloud.progress)
                 return
             if actual.format != spec.format:
                 raise CloudError(
