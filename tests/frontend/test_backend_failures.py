@@ -180,3 +180,32 @@ def _fields(record: logging.LogRecord) -> dict:
     from runtime.frontend.logging_setup import JsonFormatter
 
     return json.loads(JsonFormatter().format(record))
+
+
+def test_error_event_before_audio_is_502_with_the_backend_message(frontend, fake_backend):
+    fake_backend.script(Behavior.error_event(after_frames=0))
+    error = assert_error(post(frontend), 502, "backend_error")
+    assert "slot crashed" in error["message"]
+
+
+def test_error_event_mid_stream_truncates(frontend, fake_backend):
+    fake_backend.script(Behavior.error_event(after_frames=8))
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST",
+            f"{frontend.base_url}/v1/audio/speech",
+            headers=frontend.headers(),
+            json={**BODY, "response_format": "pcm"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        for _ in response.iter_bytes():
+            pass
+
+
+def test_server_ignoring_stream_flag_still_works(frontend, fake_backend):
+    fake_backend.script(Behavior.json(frames=6))
+    response = post(frontend, response_format="pcm")
+    assert response.status_code == 200
+    assert pcm_samples(response.content).size == 6 * SAMPLES_PER_FRAME

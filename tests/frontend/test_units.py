@@ -1,0 +1,107 @@
+"""Pure pieces of the frontend that need no server: tempo stages, the priority pool, settings."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime.frontend.auth import key_matches
+from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY, DecodePool
+from runtime.frontend.settings import SettingsError, load_settings
+from runtime.frontend.tempo import tempo_stages
+
+
+@given(st.floats(min_value=0.25, max_value=4.0))
+def test_tempo_stages_multiply_to_the_speed_and_stay_in_atempos_clean_range(speed):
+    stages = tempo_stages(speed)
+    assert 1 <= len(stages) <= 2
+    assert math.prod(stages) == pytest.approx(speed, rel=1e-9)
+    assert all(0.5 - 1e-9 <= s <= 2.0 + 1e-9 for s in stages)
+
+
+def test_first_audio_work_overtakes_queued_steady_work():
+    pool = DecodePool(1)
+    release = threading.Event()
+    order: list[str] = []
+    try:
+        blocker = pool.submit(STEADY, release.wait)  # occupies the only worker
+        futures = [
+            pool.submit(STEADY, lambda: order.append("steady-1")),
+            pool.submit(STEADY, lambda: order.append("steady-2")),
+            pool.submit(FIRST_AUDIO, lambda: order.append("first-audio")),
+        ]
+        release.set()
+        for future in [blocker, *futures]:
+            future.result(5)
+    finally:
+        pool.shutdown()
+    assert order == ["first-audio", "steady-1", "steady-2"]
+
+
+def test_cancelled_work_is_skipped_and_errors_propagate():
+    pool = DecodePool(1)
+    release = threading.Event()
+    ran: list[int] = []
+    try:
+        blocker = pool.submit(STEADY, release.wait)
+        skipped = pool.submit(STEADY, lambda: ran.append(1))
+        assert skipped.cancel()
+        failing = pool.submit(STEADY, lambda: 1 / 0)
+        release.set()
+        blocker.result(5)
+        with pytest.raises(ZeroDivisionError):
+            failing.result(5)
+    finally:
+        pool.shutdown()
+    assert ran == []
+
+
+def test_key_matching_checks_every_key():
+    keys = (b"alpha", b"beta")
+    assert key_matches("alpha", keys) and key_matches("beta", keys)
+    assert not key_matches("alph", keys) and not key_matches("alphabeta", keys)
+    assert not key_matches("", keys)
+
+
+def test_settings_errors_name_the_variables_and_hide_values(tmp_path):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            API_KEY_SECRET=" , ",
+            SNAC_MODEL_PATH=str(tmp_path / "none.onnx"),
+            ORPHEUS_API_URL="backend:1234",
+            ORPHEUS_BACKEND_AUTH="iam",
+            ORPHEUS_TEMPERATURE="hot",
+        )
+    message = str(caught.value)
+    for name in (
+        "API_KEY_SECRET",
+        "SNAC_MODEL_PATH",
+        "ORPHEUS_API_URL",
+        "ORPHEUS_BACKEND_AUTH",
+        "ORPHEUS_TEMPERATURE",
+    ):
+        assert name in message
+
+
+def test_settings_defaults_and_derived_values(tmp_path):
+    model = tmp_path / "snac.onnx"
+    model.write_bytes(b"x")
+    settings = load_settings(
+        API_KEY_SECRET="k1,k2 ,\n",
+        SNAC_MODEL_PATH=str(model),
+        ORPHEUS_API_URL="https://orpheus-backend-xyz-uc.a.run.app/v1/completions",
+    )
+    assert settings.api_keys == (b"k1", b"k2")
+    assert settings.audience == "https://orpheus-backend-xyz-uc.a.run.app"
+    assert (settings.port, settings.temperature, settings.top_p, settings.repetition_penalty) == (
+        5005,
+        0.6,
+        0.9,
+        1.1,
+    )
+    assert settings.backend_auth == "none"
+    assert "k1" not in repr(settings)  # SecretStr: never printed by accident
