@@ -7,7 +7,13 @@ from fastapi import APIRouter, Depends, Request
 from runtime.codec.protocol import EMOTION_TAGS, VOICES
 from runtime.frontend.audio_response import AudioStreamResponse
 from runtime.frontend.auth import require_api_key
-from runtime.frontend.schemas import ModelCard, ModelList, SpeechRequest, VoiceList
+from runtime.frontend.schemas import (
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    SpeechRequest,
+    VoiceList,
+)
 from runtime.frontend.speech import SpeechService, SpeechStats
 
 __all__ = ["router"]
@@ -15,7 +21,17 @@ __all__ = ["router"]
 router = APIRouter()
 # Every route but /health needs a key; the dependency runs before the body is validated, so an
 # unauthenticated caller learns nothing about the schema.
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+v1 = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(require_api_key)],
+    responses={401: {"model": ErrorResponse, "description": "missing or wrong API key"}},
+)
+_SPEECH_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "invalid request (the field is in `param`)"},
+    502: {"model": ErrorResponse, "description": "the backend failed before any audio"},
+    503: {"model": ErrorResponse, "description": "the backend is unavailable (retry later)"},
+    504: {"model": ErrorResponse, "description": "no audio before ORPHEUS_API_TIMEOUT"},
+}
 
 
 def _service(request: Request) -> SpeechService:
@@ -30,7 +46,13 @@ async def health(request: Request) -> dict[str, str]:
 
 @v1.post(
     "/audio/speech",
-    responses={200: {"content": {"audio/mpeg": {}, "audio/wav": {}, "audio/pcm": {}}}},
+    responses={
+        200: {
+            "content": {"audio/mpeg": {}, "audio/wav": {}, "audio/pcm": {}},
+            "description": "audio, streamed as it is decoded unless `stream` is false",
+        },
+        **_SPEECH_ERRORS,
+    },
 )
 async def create_speech(body: SpeechRequest, request: Request) -> AudioStreamResponse:
     service = _service(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ModelCard", "ModelList", "SpeechRequest", "VoiceList"]
+__all__ = ["ErrorResponse", "ModelCard", "ModelList", "SpeechRequest", "VoiceList"]
 
 # OpenAI allows 0.25..4.0; PyAV's atempo chain covers the same range.
 MIN_SPEED = 0.25
@@ -50,3 +50,16 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: str = "list"
     data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body; every non-2xx answer has this shape (see errors.py)."""
+
+    error: ErrorDetail
