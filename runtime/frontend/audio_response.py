@@ -44,7 +44,7 @@ class AudioStreamResponse(Response):
         self.fmt = fmt
         self.buffered = buffered
 
-    def _headers(self, length: int | None) -> list[tuple[bytes, bytes]]:
+    def _response_headers(self, length: int | None) -> list[tuple[bytes, bytes]]:
         headers = [(b"content-type", CONTENT_TYPES[self.fmt].encode())]
         if length is not None:
             headers.append((b"content-length", str(length).encode()))
@@ -89,7 +89,9 @@ class AudioStreamResponse(Response):
             await error_response(exc)(scope, receive, send)
             return
 
-        await send({"type": "http.response.start", "status": 200, "headers": self._headers(None)})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": self._response_headers(None)}
+        )
         await send({"type": "http.response.body", "body": first, "more_body": True})
         try:
             async for chunk in self.stream.rest():
@@ -111,7 +113,11 @@ class AudioStreamResponse(Response):
                 + data[_WAV_HEADER_BYTES:]
             )
         await send(
-            {"type": "http.response.start", "status": 200, "headers": self._headers(len(data))}
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": self._response_headers(len(data)),
+            }
         )
         await send({"type": "http.response.body", "body": data, "more_body": False})
 

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,7 +179,7 @@ class BackendClient:
             log.warning("%s; retrying in %.2f s (attempt %d)", reason, backoff, attempt + 1)
             await asyncio.sleep(backoff)
 
-    async def stream_text(self, prompt: str, deadline: float) -> AsyncIterator[str]:
+    async def stream_text(self, prompt: str, deadline: float) -> AsyncGenerator[str, None]:
         """Yield the generated text pieces as the backend streams them.
 
         Closing the generator (a client that went away, a deadline) closes the HTTP response, which
