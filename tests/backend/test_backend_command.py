@@ -147,9 +147,14 @@ def test_readiness_is_503_while_loading_then_200(backend: Backend) -> None:
     assert before, "the first probe already saw 200: the load was not observable"
     assert 200 not in before
     assert 503 in before, f"probes before ready: {sorted(set(before), key=str)}"
+    # The launcher polls on its own, so its "ready" line may trail our first 200 a little.
+    deadline = time.monotonic() + 10
+    while "step: weights loaded, ready" not in backend.log.read_text():
+        assert time.monotonic() < deadline, backend.log.read_text()
+        time.sleep(0.05)
     log = backend.log.read_text()
-    for step in ("step: model visible", "step: llama-server started",
-                 "step: weights loaded, ready"):
+    for step in ("step: model visible", "step: llama-server started (pid",
+                 "step: listening, loading weights (GET", "-> 503)"):
         assert step in log
 
 
