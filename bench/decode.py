@@ -1,6 +1,6 @@
 """Benchmark: CPU cost and first-audio latency of decoding Orpheus tokens to audio.
 
-    .venv/bin/python -m bench.decode [--frames 60] [--repeats 3] [--cache-dir DIR]
+    .venv/bin/python -m bench.decode [--frames 70] [--repeats 2] [--cache-dir DIR]
 
 One run, one token stream, one ONNX model of the real SNAC 24 kHz architecture (random weights,
 seed 0; exported on first use and cached), compared side by side on 1 and 2 ONNX Runtime threads:
@@ -8,7 +8,10 @@ seed 0; exported on first use and cached), compared side by side on 1 and 2 ONNX
 * public: the scheme of the public Orpheus servers. Every 7 tokens, once 28 are in, decode the last
   4 frames and keep the second frame's 2048 samples (4 decodes per frame; the last frames are never
   flushed).
-* ours: `runtime.codec.AudioStream` (chunked decode with context, small first chunk, final flush).
+* ours: `runtime.codec.AudioStream` as the frontend runs it: the step graph, every frame decoded
+  once, first audio after 3 frames, final flush.
+* ours_windowed: the same with the whole-utterance graph only (chunks with 2 frames of context on
+  each side, doubling up to 32 frames), for decoders exported without the step graph.
 
 CPU time is `time.process_time()` (all threads of this process) per second of audio of the
 utterance; the schemes alternate within each repeat and the median over repeats is reported, so
@@ -30,6 +33,7 @@ import numpy as np
 
 from runtime.codec import SAMPLE_RATE, SAMPLES_PER_FRAME, AudioStream, SnacOnnxDecoder
 from runtime.codec.protocol import Frame, frame_to_token_text
+from runtime.codec.snac_onnx import stream_model_path
 from runtime.codec.streaming import to_int16
 from runtime.codec.tokens import TokenStreamParser
 
@@ -40,7 +44,7 @@ def real_snac_onnx(cache_dir: Path) -> Path:
     """The real 24 kHz architecture with random weights, exported once per config and opset."""
     from runtime.codec.export_snac import DEFAULT_OPSET, REAL_24KHZ_CONFIG
 
-    key = json.dumps([REAL_24KHZ_CONFIG, SEED, DEFAULT_OPSET], sort_keys=True).encode()
+    key = json.dumps([REAL_24KHZ_CONFIG, SEED, DEFAULT_OPSET, "stream-v3"], sort_keys=True).encode()
     path = cache_dir / f"snac24k-random-{hashlib.sha256(key).hexdigest()[:12]}.onnx"
     if not path.exists():
         import torch
@@ -50,9 +54,10 @@ def real_snac_onnx(cache_dir: Path) -> Path:
 
         torch.manual_seed(SEED)
         model = SNAC(**REAL_24KHZ_CONFIG).eval()
-        partial = path.with_suffix(".partial.onnx")
+        partial = path.with_name(f"partial-{path.name}")
         export_decoder(model, partial)
         verify(model, partial)
+        stream_model_path(partial).replace(stream_model_path(path))
         partial.replace(path)
     return path
 
@@ -89,7 +94,14 @@ def run_public(decoder: SnacOnnxDecoder, chunks: list[str]) -> tuple[np.ndarray,
 
 
 def run_ours(decoder: SnacOnnxDecoder, chunks: list[str]) -> tuple[np.ndarray, int | None]:
-    stream = AudioStream(decoder)
+    return _run_stream(AudioStream(decoder), chunks)
+
+
+def run_ours_windowed(decoder: SnacOnnxDecoder, chunks: list[str]) -> tuple[np.ndarray, int | None]:
+    return _run_stream(AudioStream(decoder, exact=False), chunks)
+
+
+def _run_stream(stream: AudioStream, chunks: list[str]) -> tuple[np.ndarray, int | None]:
     out: list[np.ndarray] = []
     first_audio_tokens = None
     for chunk in chunks:
@@ -115,8 +127,8 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Orpheus decode benchmark")
-    parser.add_argument("--frames", type=int, default=60, help="utterance length in frames")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=70, help="utterance length in frames")
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "orpheus-bench-cache"
     )
@@ -139,34 +151,36 @@ def main(argv: list[str] | None = None) -> int:
         decoder.decode(frames[:4])  # warm up both window sizes before timing
         decoder.decode(frames[:20])
         whole = to_int16(decoder.decode(frames)).astype(np.float64)
-        cpu: dict[str, list[float]] = {"public": [], "ours": []}
-        wall: dict[str, list[float]] = {"public": [], "ours": []}
+        schemes: dict[str, Runner] = {"public": run_public, "ours": run_ours}
+        if threads == 1:  # the windowed fallback, for reference (1 thread keeps the run short)
+            schemes["ours_windowed"] = run_ours_windowed
+        cpu: dict[str, list[float]] = {name: [] for name in schemes}
+        wall: dict[str, list[float]] = {name: [] for name in schemes}
         outputs = {}
         for _ in range(args.repeats):
-            for name, runner in (("public", run_public), ("ours", run_ours)):
+            for name, runner in schemes.items():
                 c, w, pcm, first = measure(runner, decoder, chunks)
                 cpu[name].append(c)
                 wall[name].append(w)
                 outputs[name] = (pcm, first)
         rms = float(np.sqrt(np.mean(whole**2)))
-        ours_pcm = outputs["ours"][0].astype(np.float64)
-        for name in ("public", "ours"):
+        for name in schemes:
             results[f"{name}_cpu_s_per_audio_s_{threads}t"] = round(
                 statistics.median(cpu[name]) / seconds, 4
             )
             results[f"{name}_rtf_{threads}t"] = round(statistics.median(wall[name]) / seconds, 4)
-        results[f"speedup_{threads}t"] = round(
-            statistics.median(cpu["public"]) / statistics.median(cpu["ours"]), 2
-        )
-        if threads == 1:
-            results["public_first_audio_tokens"] = outputs["public"][1]
-            results["ours_first_audio_tokens"] = outputs["ours"][1]
-            results["public_samples"] = int(outputs["public"][0].size)
-            results["ours_samples"] = int(ours_pcm.size)
-            results["expected_samples"] = args.frames * SAMPLES_PER_FRAME
-            results["ours_max_err_over_rms"] = float(
-                f"{np.max(np.abs(ours_pcm - whole)) / rms:.3g}"
+        for name in [n for n in schemes if n != "public"]:
+            results[f"{name}_speedup_{threads}t"] = round(
+                statistics.median(cpu["public"]) / statistics.median(cpu[name]), 2
             )
+        if threads == 1:
+            results["expected_samples"] = args.frames * SAMPLES_PER_FRAME
+            for name, (pcm, first) in outputs.items():
+                results[f"{name}_first_audio_tokens"] = first
+                results[f"{name}_samples"] = int(pcm.size)
+                if pcm.size == whole.size:  # the public scheme never flushes its last frames
+                    error = np.max(np.abs(pcm.astype(np.float64) - whole)) / rms
+                    results[f"{name}_max_err_over_rms"] = float(f"{error:.3g}")
     results.update(
         frames=args.frames,
         audio_s=round(seconds, 3),

@@ -16,8 +16,11 @@ fast inference graph:
   and a chunk decoded with context matches the same frames decoded whole.
 * Weight normalisation is folded into plain convolution weights (identical function, fewer nodes).
 
+Next to it goes ``<name>.stream.onnx``: the same decoder as a stateful step function
+(`runtime.codec.stream_graph`), which streams exactly (no context frames decoded twice).
+
 `verify` decodes random codes with torch (noise likewise off, weight norm not folded) and with ONNX
-Runtime and returns the largest absolute difference.
+Runtime (whole, and streamed in uneven steps) and returns the largest absolute difference.
 """
 
 from __future__ import annotations
@@ -32,7 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from runtime.codec.snac_onnx import INPUT_NAMES, OUTPUT_NAME
+from runtime.codec.snac_onnx import (
+    FINAL_NAME,
+    INPUT_NAMES,
+    META_FIRST_FRAMES,
+    META_INITIAL_STATES,
+    OUTPUT_NAME,
+    STATE_OUT_PREFIX,
+    STATE_PREFIX,
+    stream_model_path,
+)
 
 DEFAULT_OPSET = 17
 REAL_24KHZ_CONFIG: dict[str, Any] = {
@@ -70,18 +82,23 @@ def load_checkpoint(checkpoint: str, config: str | None = None) -> Any:
     return model.eval()
 
 
-def _decoder_module(model: Any, *, fold_weight_norm: bool) -> Any:
+def _decoder_module(model: Any, *, for_export: bool) -> Any:
     """codes -> audio as one torch module, noise removed (see module docstring)."""
     import torch
-    from snac.layers import NoiseBlock
+    from snac.layers import NoiseBlock, Snake1d
     from torch.nn.utils import parametrize
+
+    from runtime.codec.stream_graph import Snake
 
     model = copy.deepcopy(model).eval()
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, NoiseBlock):
                 setattr(module, name, torch.nn.Identity())
-    if fold_weight_norm:
+            elif isinstance(child, Snake1d) and for_export:
+                # The same function in cheaper ONNX ops; `verify`'s reference keeps SNAC's own.
+                setattr(module, name, Snake(child))
+    if for_export:
         for module in model.modules():
             if parametrize.is_parametrized(module, "weight"):
                 # A deep copy shares the generated Parametrized* class with the original, and
@@ -121,57 +138,137 @@ def _example_codes(frames: int, codebook_size: int, seed: int) -> list[Any]:
     ]
 
 
-def export_decoder(model: Any, out_path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Write the decoder graph to `out_path` (dynamic frame count) and return the path."""
+def _onnx_export(module: Any, args: tuple[Any, ...], path: Path, opset: int, **kwargs: Any) -> None:
     import torch
 
-    if list(model.vq_strides) != [4, 2, 1]:
-        raise ValueError(f"Orpheus frames need vq_strides [4, 2, 1], got {model.vq_strides}")
-    module = _decoder_module(model, fold_weight_norm=True)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    axes = {name: {1: f"len_{k}"} for name, k in zip(INPUT_NAMES, (1, 2, 4), strict=True)}
     # The tracer warns about SNAC's `if pad > 0` (always 0 there) and its own deprecation: noise
     # in an image build log that hides real problems.
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            tuple(_example_codes(4, model.codebook_size, seed=0)),
-            str(out_path),
-            input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={**axes, OUTPUT_NAME: {2: "samples"}},
+            args,
+            str(path),
             opset_version=opset,
             dynamo=False,  # the TorchScript exporter needs no onnxscript and handles SNAC fully
+            **kwargs,
         )
+
+
+def export_decoder(
+    model: Any, out_path: str | Path, opset: int = DEFAULT_OPSET, *, stream: bool = True
+) -> Path:
+    """Write the whole-utterance decoder graph to `out_path` (dynamic frame count) and, with
+    `stream`, the step graph next to it (`stream_model_path(out_path)`); return `out_path`."""
+    if list(model.vq_strides) != [4, 2, 1]:
+        raise ValueError(f"Orpheus frames need vq_strides [4, 2, 1], got {model.vq_strides}")
+    module = _decoder_module(model, for_export=True)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {name: {1: f"len_{k}"} for name, k in zip(INPUT_NAMES, (1, 2, 4), strict=True)}
+    _onnx_export(
+        module,
+        tuple(_example_codes(4, model.codebook_size, seed=0)),
+        out_path,
+        opset,
+        input_names=list(INPUT_NAMES),
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={**axes, OUTPUT_NAME: {2: "samples"}},
+    )
+    if stream:
+        export_stream_decoder(model, stream_model_path(out_path), opset)
     return out_path
 
 
+def export_stream_decoder(model: Any, out_path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Write the stateful step graph (see `runtime.codec.stream_graph`) with its initial state
+    shapes and minimum first step in the model's metadata, so the runtime needs no torch."""
+    import onnx
+    import torch
+
+    from runtime.codec.stream_graph import SnacStreamStep, min_first_frames
+
+    step = SnacStreamStep(_decoder_module(model, for_export=True)).eval()
+    shapes = step.initial_states()
+    first = min_first_frames(step)
+    # Trace a steady-state step (after a first step), so no state is specialised to its start.
+    with torch.inference_mode():
+        states = [torch.zeros(shape) for shape in shapes]
+        _, *states = step(*_example_codes(first, model.codebook_size, 0), torch.zeros(0), *states)
+    example = (*_example_codes(2, model.codebook_size, 1), torch.zeros(0), *states)
+    state_in = [f"{STATE_PREFIX}{i}" for i in range(len(shapes))]
+    state_out = [f"{STATE_OUT_PREFIX}{i}" for i in range(len(shapes))]
+    axes: dict[str, dict[int, str]] = {
+        name: {1: f"len_{k}"} for name, k in zip(INPUT_NAMES, (1, 2, 4), strict=True)
+    }
+    axes[FINAL_NAME] = {0: "final"}
+    axes[OUTPUT_NAME] = {2: "samples"}
+    for i, (a, b) in enumerate(zip(state_in, state_out, strict=True)):
+        axes[a] = {2: f"state_{i}"}
+        axes[b] = {2: f"state_out_{i}"}
+    out_path = Path(out_path)
+    _onnx_export(
+        step,
+        example,
+        out_path,
+        opset,
+        input_names=[*INPUT_NAMES, FINAL_NAME, *state_in],
+        output_names=[OUTPUT_NAME, *state_out],
+        dynamic_axes=axes,
+    )
+    graph = onnx.load(str(out_path))
+    onnx.helper.set_model_props(
+        graph,
+        {
+            META_INITIAL_STATES: json.dumps([list(shape) for shape in shapes]),
+            META_FIRST_FRAMES: str(first),
+        },
+    )
+    onnx.save(graph, str(out_path))
+    return out_path
+
+
+def _frames_of(codes: list[Any]) -> list[tuple[int, ...]]:
+    count = codes[0].shape[1]
+    grid = np.zeros((count, 7), dtype=np.int64)
+    grid[:, 0] = codes[0].numpy().reshape(-1)
+    grid[:, [1, 4]] = codes[1].numpy().reshape(count, 2)
+    grid[:, [2, 3, 5, 6]] = codes[2].numpy().reshape(count, 4)
+    return [tuple(int(c) for c in row) for row in grid]
+
+
 def verify(model: Any, onnx_path: str | Path, frames: tuple[int, ...] = (1, 3, 8)) -> float:
-    """Largest |ONNX - torch| over random codes for several frame counts; printed and returned."""
+    """Largest |ONNX - torch| over random codes for several frame counts, for the whole-utterance
+    graph and (when exported) for the step graph streamed in uneven steps; printed and returned."""
     import torch
 
     from runtime.codec.snac_onnx import SnacOnnxDecoder
 
-    reference = _decoder_module(model, fold_weight_norm=False)
+    reference = _decoder_module(model, for_export=False)
     decoder = SnacOnnxDecoder(onnx_path)
-    worst = 0.0
-    for seed, count in enumerate(frames):
+    whole_error = stream_error = 0.0
+    for seed, count in enumerate((*frames, 11)):
         codes = _example_codes(count, model.codebook_size, seed=seed + 1)
         with torch.inference_mode():
             expected = reference(*codes).numpy().reshape(-1)
-        grid = np.zeros((count, 7), dtype=np.int64)
-        grid[:, 0] = codes[0].numpy().reshape(-1)
-        grid[:, [1, 4]] = codes[1].numpy().reshape(count, 2)
-        grid[:, [2, 3, 5, 6]] = codes[2].numpy().reshape(count, 4)
-        frames_ = [tuple(int(c) for c in row) for row in grid]
+        frames_ = _frames_of(codes)
         got = decoder.decode(frames_)  # type: ignore[arg-type]
         if got.shape != expected.shape:
             raise ValueError(f"ONNX gave {got.shape} samples, torch {expected.shape}")
-        worst = max(worst, float(np.max(np.abs(got - expected))))
-    print(f"max abs error ONNX vs torch: {worst:.3g}")
-    return worst
+        whole_error = max(whole_error, float(np.max(np.abs(got - expected))))
+        stream = decoder.open_stream()
+        if stream is not None:
+            first = min(stream.first_frames, count)
+            pieces = [stream.step(frames_[:first], final=first == count)]
+            for start in range(first, count, 2):
+                chunk = frames_[start : start + 2]
+                pieces.append(stream.step(chunk, final=start + 2 >= count))  # type: ignore[arg-type]
+            streamed = np.concatenate(pieces)
+            if streamed.shape != expected.shape:
+                raise ValueError(f"stream gave {streamed.shape} samples, torch {expected.shape}")
+            stream_error = max(stream_error, float(np.max(np.abs(streamed - expected))))
+    print(f"max abs error ONNX vs torch: whole {whole_error:.3g}, streamed {stream_error:.3g}")
+    return max(whole_error, stream_error)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,20 @@
 """SNAC 24 kHz decoding with ONNX Runtime on CPU (no torch at run time).
 
-The ONNX model (made by `runtime.codec.export_snac`) takes the three code levels as int64 tensors
-``codes_0 [1, n]``, ``codes_1 [1, 2n]``, ``codes_2 [1, 4n]`` and returns ``audio [1, 1, 2048 n]``
-float32 in [-1, 1], for any number of frames n.
+Two graphs, both made by `runtime.codec.export_snac`:
+
+* ``snac_decoder.onnx`` decodes whole frames: int64 ``codes_0 [1, n]``, ``codes_1 [1, 2n]``,
+  ``codes_2 [1, 4n]`` -> ``audio [1, 1, 2048 n]`` float32 in [-1, 1], for any n.
+* ``snac_decoder.stream.onnx`` (optional, next to it) is the same decoder as a step function with
+  explicit state (`runtime.codec.stream_graph`): new frames in, the audio they complete out, no
+  frame decoded twice. `open_stream()` wraps one utterance's state around the shared session.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +22,17 @@ from runtime.codec.protocol import SAMPLES_PER_FRAME, Frame
 
 INPUT_NAMES = ("codes_0", "codes_1", "codes_2")
 OUTPUT_NAME = "audio"
+FINAL_NAME = "final"
+STATE_PREFIX = "state_"
+STATE_OUT_PREFIX = "state_out_"
+META_INITIAL_STATES = "orpheus.stream.initial_states"
+META_FIRST_FRAMES = "orpheus.stream.first_frames"
+
+
+def stream_model_path(model_path: str | Path) -> Path:
+    """Where the step graph of a decoder export lives."""
+    path = Path(model_path)
+    return path.with_name(f"{path.stem}.stream{path.suffix}")
 
 
 def frames_to_codes(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -27,28 +44,98 @@ def frames_to_codes(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray, np
     return level0, level1, level2
 
 
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort  # imported on use: importing the codec must stay cheap
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads spin by default; on a shared vCPU that burns the CPU other streams need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class SnacStream:
+    """One utterance on the step graph. Not thread-safe (its caller, `StreamingDecoder`, locks);
+    the session it uses is shared and thread-safe."""
+
+    def __init__(self, session: Any, initial_states: list[list[int]], first_frames: int) -> None:
+        self._session = session
+        self._states = [np.zeros(shape, dtype=np.float32) for shape in initial_states]
+        self._state_names = [f"{STATE_PREFIX}{i}" for i in range(len(initial_states))]
+        self._output_names = [OUTPUT_NAME] + [
+            f"{STATE_OUT_PREFIX}{i}" for i in range(len(initial_states))
+        ]
+        self.first_frames = first_frames
+        self._started = False
+        self._finished = False
+
+    def step(self, frames: Sequence[Frame], *, final: bool = False) -> np.ndarray:
+        """Feed new frames; return the float32 samples they complete. Over a whole utterance the
+        steps return exactly 2048 samples per frame, the last step (`final=True`) the remainder.
+        The first non-final step needs at least `first_frames` frames; later ones at least 1."""
+        if self._finished:
+            raise RuntimeError("step() after the final step")
+        if not final and len(frames) < (1 if self._started else self.first_frames):
+            raise ValueError(
+                f"a {'later' if self._started else 'first'} step needs at least "
+                f"{1 if self._started else self.first_frames} frames, got {len(frames)}"
+            )
+        self._finished = final
+        if not frames and not self._started:
+            return np.zeros(0, dtype=np.float32)  # an empty utterance
+        feeds = dict(zip(INPUT_NAMES, frames_to_codes(frames), strict=True))
+        feeds[FINAL_NAME] = np.zeros(1 if final else 0, dtype=np.float32)
+        feeds.update(zip(self._state_names, self._states, strict=True))
+        audio, *self._states = self._session.run(self._output_names, feeds)
+        self._started = True
+        return np.asarray(audio, dtype=np.float32).reshape(-1)
+
+
 class SnacOnnxDecoder:
-    """One ONNX Runtime session; `decode` may be called from many threads at once (ORT's `run` is
-    thread-safe and releases the GIL), so one instance serves every concurrent stream."""
+    """ONNX Runtime sessions for one SNAC export; `decode` and `open_stream` may be used from
+    many threads at once (ORT's `run` is thread-safe and releases the GIL), so one instance serves
+    every concurrent stream.
 
-    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        import onnxruntime as ort  # imported on use: importing the codec must stay cheap
+    `stream_model` defaults to the step graph next to `model_path` when it exists; pass False to
+    use the whole-utterance graph only.
+    """
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle pool threads spin by default; on a shared vCPU that burns the CPU other streams need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    def __init__(
+        self,
+        model_path: str | Path,
+        threads: int = 1,
+        *,
+        stream_model: str | Path | bool | None = None,
+    ) -> None:
         self.model_path = Path(model_path)
         self.threads = threads
-        self._session = ort.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = _session(self.model_path, threads)
         names = [i.name for i in self._session.get_inputs()]
         if names != list(INPUT_NAMES):
             raise ValueError(f"{self.model_path} is not a SNAC decoder export (inputs {names})")
+        self._stream_session: Any = None
+        if stream_model is None:
+            candidate = stream_model_path(self.model_path)
+            stream_model = candidate if candidate.exists() else False
+        if stream_model is not False:
+            path = Path(stream_model)  # type: ignore[arg-type]
+            self._stream_session = _session(path, threads)
+            meta = self._stream_session.get_modelmeta().custom_metadata_map
+            self._initial_states = json.loads(meta[META_INITIAL_STATES])
+            self._first_frames = int(meta[META_FIRST_FRAMES])
+
+    @property
+    def can_stream(self) -> bool:
+        return self._stream_session is not None
+
+    def open_stream(self) -> SnacStream | None:
+        """Fresh state for one utterance on the step graph, or None without one."""
+        if self._stream_session is None:
+            return None
+        return SnacStream(self._stream_session, self._initial_states, self._first_frames)
 
     def decode(self, frames: Sequence[Frame]) -> np.ndarray:
         """Decode whole frames to float32 mono audio, exactly 2048 samples per frame."""

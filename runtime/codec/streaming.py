@@ -1,33 +1,42 @@
-"""Chunked streaming decode: frames in, int16 PCM out as early and as cheaply as possible.
+"""Streaming decode: frames in, int16 PCM out as early and as cheaply as possible.
 
 SNAC's decoder is a stack of non-causal convolutions, so a frame decoded alone is wrong at its
-edges. Each decode therefore takes a chunk of new frames plus `context` frames on each side and
-keeps only the chunk's samples (design section 5). Chunk sizes follow a schedule: the first chunk is
-small so that audio starts after ``first_chunk + context`` frames, then sizes double up to `chunk`,
-which amortises the context overhead (cost per frame ~ (chunk + 2 context) / chunk). At the start of
-the utterance there is no left context to take and at the end `flush()` decodes the remaining frames
-with no right context: in both cases the whole-utterance decode sees the same zero padding, so the
-edges match it too. After `flush()` exactly 2048 samples per pushed frame have been returned.
+edges (design section 5). Two ways to stream, chosen by what the decoder offers:
 
-When a push brings more frames than the schedule needs (a backend faster than real time), all ready
-frames are decoded together, up to `chunk` per call, so bursts cost fewer calls.
+* Exact (default with a `SnacOnnxDecoder` that has the step graph): the decoder keeps every
+  layer's input tail as state, so each frame is decoded once and the output equals the
+  whole-utterance decode. Output lags the input by the decoder's lookahead (about 2.3 frames),
+  which the final step returns.
+* Windowed (any decoder with `decode`): each decode takes a chunk of new frames plus `context`
+  frames on each side and keeps only the chunk's samples; cost per frame ~ (chunk + 2 context) /
+  chunk; 2 frames of context match a whole decode to ~1e-3 of signal RMS, 3 frames exactly.
+
+Both follow one schedule: the first decode once ``first_chunk + context`` frames are in (3 frames,
+21 tokens, by default), then chunks doubling up to `chunk` frames; a push that brings more frames
+than due decodes them together (up to `chunk` per call), so bursts cost fewer calls. At the start
+and the end the whole-utterance decode sees zero padding, and so do these, so the edges match too.
+After `flush()` exactly 2048 samples per pushed frame have been returned.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from runtime.codec.protocol import SAMPLES_PER_FRAME, Frame
+from runtime.codec.snac_onnx import SnacStream
 from runtime.codec.tokens import TokenStreamParser
 
-# Defaults chosen with bench/decode (see its report): 3 frames (21 tokens) before the first audio,
-# then chunks doubling up to 32 frames, with 2 frames of context each side.
+# Defaults chosen with bench/decode: 3 frames (21 tokens) before the first audio, then chunks
+# doubling up to 4 frames on the step graph (no context cost, so small steps keep audio flowing
+# even from a backend barely faster than real time), or up to 32 frames with 2 frames of context
+# each side when windowed (large chunks amortise the context; larger ones run slower per frame).
 DEFAULT_FIRST_CHUNK = 1
-DEFAULT_CHUNK = 32
+DEFAULT_CHUNK_EXACT = 4
+DEFAULT_CHUNK_WINDOWED = 32
 DEFAULT_CONTEXT = 2
 
 
@@ -46,16 +55,28 @@ _EMPTY = np.zeros(0, dtype=np.int16)
 
 
 class StreamingDecoder:
-    """Decode one utterance incrementally; thread-safe per instance."""
+    """Decode one utterance incrementally; thread-safe per instance.
+
+    With a decoder that has a step graph (`SnacOnnxDecoder.open_stream()`), every frame is decoded
+    once and the result equals the whole-utterance decode (to float rounding); otherwise chunks
+    are decoded with `context` frames on each side as described in the module docstring. Both
+    follow the same schedule: the first decode once ``first_chunk + context`` frames are in (and
+    at least what the step graph needs), then chunks doubling up to `chunk` frames.
+    """
 
     def __init__(
         self,
         decoder: FrameDecoder,
         *,
         first_chunk: int = DEFAULT_FIRST_CHUNK,
-        chunk: int = DEFAULT_CHUNK,
+        chunk: int | None = None,
         context: int = DEFAULT_CONTEXT,
+        exact: bool = True,
     ) -> None:
+        open_stream = getattr(decoder, "open_stream", None) if exact else None
+        self._stream: SnacStream | None = open_stream() if open_stream else None
+        if chunk is None:
+            chunk = DEFAULT_CHUNK_EXACT if self._stream is not None else DEFAULT_CHUNK_WINDOWED
         if first_chunk < 1 or chunk < first_chunk or context < 0:
             raise ValueError("need 1 <= first_chunk <= chunk and context >= 0")
         self._decoder = decoder
@@ -66,9 +87,14 @@ class StreamingDecoder:
         self._frames: list[Frame] = []  # frames from index `_base` on (older ones are not needed)
         self._base = 0
         self._total = 0  # frames pushed
-        self._emitted = 0  # frames whose samples have been returned
+        self._emitted = 0  # frames decoded for good (their samples returned, or in the step graph)
         self._next_chunk = first_chunk
         self._flushed = False
+
+    @property
+    def exact(self) -> bool:
+        """True when decoding on the step graph (no context frames, no approximation)."""
+        return self._stream is not None
 
     @property
     def frames_pushed(self) -> int:
@@ -86,38 +112,57 @@ class StreamingDecoder:
             self._frames.extend(frames)
             self._total += len(frames)
             pieces = []
-            while True:
-                ready = self._total - self.context - self._emitted
-                if ready < self._next_chunk:
-                    break
-                count = min(ready, max(self.chunk, self._next_chunk))
-                pieces.append(self._decode(self._emitted, self._emitted + count))
+            while (count := self._due()) > 0:
+                pieces.append(self._decode(count, final=False))
                 self._next_chunk = min(self._next_chunk * 2, self.chunk)
             return np.concatenate(pieces) if pieces else _EMPTY
 
     def flush(self) -> np.ndarray:
         """Decode every frame not yet returned (the end needs no right context)."""
         with self._lock:
+            if self._flushed:
+                return _EMPTY
             self._flushed = True
             pieces = []
-            while self._emitted < self._total:
-                count = min(self._total - self._emitted, self.chunk)
-                pieces.append(self._decode(self._emitted, self._emitted + count))
+            while self._total - self._emitted > self.chunk:
+                pieces.append(self._decode(self.chunk, final=False))
+            if self._stream is not None or self._emitted < self._total:
+                pieces.append(self._decode(self._total - self._emitted, final=True))
             return np.concatenate(pieces) if pieces else _EMPTY
 
-    def _decode(self, start: int, end: int) -> np.ndarray:
-        lo = max(0, start - self.context)
-        hi = min(self._total, end + self.context)
-        window = self._frames[lo - self._base : hi - self._base]
-        audio = self._decoder.decode(window)
-        keep = audio[(start - lo) * SAMPLES_PER_FRAME : (end - lo) * SAMPLES_PER_FRAME]
+    def _due(self) -> int:
+        """Frames to decode now under the schedule (0: wait for more)."""
+        waiting = self._total - self._emitted
+        if self._stream is not None:
+            if self._emitted == 0:
+                need = max(self.first_chunk + self.context, self._stream.first_frames)
+                return min(waiting, max(self.chunk, need)) if waiting >= need else 0
+            ready = waiting
+        else:
+            ready = waiting - self.context
+        return min(ready, max(self.chunk, self._next_chunk)) if ready >= self._next_chunk else 0
+
+    def _decode(self, count: int, *, final: bool) -> np.ndarray:
+        start, end = self._emitted, self._emitted + count
+        if self._stream is not None:
+            audio = self._stream.step(
+                self._frames[start - self._base : end - self._base], final=final
+            )
+            keep_from = end
+        else:
+            lo = max(0, start - self.context)
+            hi = min(self._total, end + self.context)
+            window = self._frames[lo - self._base : hi - self._base]
+            decoded = self._decoder.decode(window)
+            audio = decoded[(start - lo) * SAMPLES_PER_FRAME : (end - lo) * SAMPLES_PER_FRAME]
+            keep_from = end - self.context  # the next chunk's left context
         self._emitted = end
-        # Frames before the next chunk's left context are never read again.
-        drop = max(0, end - self.context) - self._base
+        # Frames before `keep_from` are never read again.
+        drop = max(0, keep_from) - self._base
         if drop > 0:
             del self._frames[:drop]
             self._base += drop
-        return to_int16(keep)
+        return to_int16(audio)
 
 
 class AudioStream:
@@ -128,7 +173,7 @@ class AudioStream:
     instance.
     """
 
-    def __init__(self, decoder: FrameDecoder, **opts: int) -> None:
+    def __init__(self, decoder: FrameDecoder, **opts: Any) -> None:
         self.parser = TokenStreamParser()
         self.decoder = StreamingDecoder(decoder, **opts)
         self._lock = threading.Lock()
