@@ -155,11 +155,12 @@ def test_voices_models_and_health(frontend):
 
 
 def test_concurrent_requests_stream_concurrently(frontend, fake_backend):
-    # Paced at 200 tokens/s each, four requests take ~0.35 s apiece; if the app serialised them
+    # Paced at 200 tokens/s each, four requests take ~1 s apiece; if the app serialised them
     # the backend would never have all four open at once. No timing threshold: overlap is asserted.
     from concurrent.futures import ThreadPoolExecutor
 
-    fake_backend.default = Behavior.stream(FRAMES, tokens_per_second=200)
+    frames = 30
+    fake_backend.default = Behavior.stream(frames, tokens_per_second=200)
     client = frontend.openai()
 
     def one(i: int) -> int:
@@ -170,7 +171,7 @@ def test_concurrent_requests_stream_concurrently(frontend, fake_backend):
 
     with ThreadPoolExecutor(4) as pool:
         sizes = list(pool.map(one, range(4)))
-    assert sizes == [FRAMES * SAMPLES_PER_FRAME] * 4
+    assert sizes == [frames * SAMPLES_PER_FRAME] * 4
     requests = fake_backend.completions
     assert len(requests) == 4
     first_done = min(r.finished_at for r in requests)
