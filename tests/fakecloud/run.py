@@ -18,7 +18,7 @@ Long-running operations are not done at first (``polls``). When a revision becom
 ``on_ready`` hook (if set) is called with the service spec; it may return the URI the service
 should report (e.g. a local server that runs the container natively) or raise ``RevisionFailed``
 to make the revision fail with that message. ``fail_revisions[service_id] = message`` does the
-same without a hook.
+same without a hook. ``on_deleted`` is told the name of each deleted service.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ class RunServicesFake(FakeService):
         self.polls = 2
         self.gpu_quota = {"zonal": 1, "no_zonal": 1}  # GPUs per project and region
         self.on_ready: Callable[[run_v2.Service], str | None] | None = None
+        # Called with the service name when a service is deleted (e.g. to stop what on_ready ran).
+        self.on_deleted: Callable[[str], None] | None = None
         self.fail_revisions: dict[str, str] = {}  # service id -> condition message
 
     # -- helpers -------------------------------------------------------------------------------
@@ -348,6 +350,8 @@ class RunServicesFake(FakeService):
             self.revisions = {k: v for k, v in self.revisions.items()
                               if not k.startswith(request.name + "/")}
         self.cloud.iam.forget(request.name)
+        if self.on_deleted is not None:
+            self.on_deleted(request.name)
         return self.cloud.operations.start(result=svc, polls=self.polls, metadata=svc)
 
     @rpc("run.services.getIamPolicy")

@@ -1,0 +1,356 @@
+"""What Cloud Run does to start a revision's container, done natively on 127.0.0.1.
+
+From a ``run_v2.Service`` to a running process:
+
+- the image: its digest is looked up in the fake Cloud Build's results; the build step that
+  tagged it names the Dockerfile (``--file=``); the build's source archive (the one ``orpheus
+  build`` uploaded to the storage emulator) is unpacked and the Dockerfile's final stage is read
+  from it (tests/backend/dockerfile.py): WORKDIR, ENV, CMD, and COPY lines, which lay out the
+  image's files from the archive. So a file the archive lacks or the image forgets is missing
+  here too. Files that earlier build stages produce (the CUDA ``llama-server``, the exported SNAC
+  decoder) cannot be built without Docker: ``artifacts`` maps their image paths to local builds
+  of the same thing, and an environment value naming one is rewritten.
+- the environment: image ENV, then the service's env (secret references resolved from the fake
+  Secret Manager, which the revision's service account must be allowed to access, as Cloud Run
+  checks), then what Cloud Run adds (PORT, K_SERVICE, K_REVISION). PORT is a free local port
+  instead of the container port: that is the port mapping.
+- volumes: a Cloud Storage volume is a local directory holding a copy of the bucket's objects
+  from the emulator (read-only files; the revision's account needs read access to the bucket);
+  environment values under the mount path are rewritten to that directory.
+- identity: the metadata server's job (tokens for the revision's service account) is done by a
+  key file from the ID-token issuer (``GOOGLE_APPLICATION_CREDENTIALS``).
+- ``ORPHEUS_BACKEND_HOST``/``ORPHEUS_HOST`` = 127.0.0.1: the apps' own settings for the listen
+  address, so that nothing listens beyond loopback.
+
+An ``Instance`` is one such process (its own process group, dies with the test process), ready
+when the spec's startup probe answers 200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.backend.dockerfile import FinalStage, final_stage
+from tests.fakecloud.idtokens import IdTokenIssuer
+from tests.fakecloud.run import RevisionFailed
+from tests.fixtures.plugin_llama import free_port, http_status, spawn
+
+# Roles that let an account read a bucket's objects / a secret's payload (predefined roles only).
+BUCKET_READERS = {"roles/storage.objectViewer", "roles/storage.objectAdmin", "roles/storage.admin",
+                  "roles/storage.legacyBucketReader"}
+SECRET_READERS = {"roles/secretmanager.secretAccessor", "roles/secretmanager.admin"}
+
+
+@dataclass
+class Container:
+    """A revision's container, resolved: everything needed to start instances of it."""
+
+    service: str  # full service name
+    revision: str  # short revision id
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    probe_path: str | None  # HTTP startup probe path; None: TCP probe on the port
+    log_dir: Path
+    starts: int = 0
+
+    def start(self) -> Instance:
+        self.starts += 1
+        port = free_port()
+        env = {**self.env, "PORT": str(port)}
+        log = self.log_dir / f"{self.revision}-{self.starts}.log"
+        process = spawn(self.argv, log, env=env, cwd=self.cwd, start_new_session=True)
+        return Instance(self, process, port, log)
+
+
+@dataclass
+class Instance:
+    container: Container
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    pids: set[int] = field(default_factory=set)  # every process seen in its group
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _remember_children(self) -> None:
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        self.pids.update(c.pid for c in children)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll the startup probe as Cloud Run does; RevisionFailed if the container exits or
+        never passes (with the container's last log lines, as the console shows them)."""
+        self.pids.add(self.process.pid)
+        deadline = time.monotonic() + timeout_s
+        path = self.container.probe_path
+        while time.monotonic() < deadline:
+            if not self.alive():
+                self.stop()
+                raise RevisionFailed(
+                    "The user-provided container failed to start and listen on the port defined "
+                    f"provided by the PORT={self.port} environment variable (exit code "
+                    f"{self.process.returncode}). Logs:\n{self.log_tail()}")
+            if path is None:
+                if _tcp_open(self.port):
+                    break
+            elif http_status(f"{self.url}{path}", timeout=2) == 200:
+                break
+            time.sleep(0.05)
+        else:
+            self.stop()
+            raise RevisionFailed(f"The user-provided container did not pass its startup probe "
+                                 f"within {timeout_s:.0f} s. Logs:\n{self.log_tail()}")
+        self._remember_children()
+
+    def signal_group(self, sig: int) -> None:
+        """Signal every process of the instance (launcher and its server child)."""
+        self._remember_children()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout_s: float = 15) -> None:
+        """SIGTERM, as Cloud Run does when it retires an instance; SIGKILL after ``timeout_s``."""
+        self._remember_children()
+        if self.alive():
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.signal_group(signal.SIGKILL)
+                self.process.wait()
+        # The group's other members (a server child) may outlive the leader by a moment.
+        deadline = time.monotonic() + timeout_s
+        while self.running_pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in self.running_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def running_pids(self) -> set[int]:
+        alive = set()
+        for pid in self.pids | {self.process.pid}:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.add(pid)
+            except psutil.NoSuchProcess:
+                continue
+        return alive
+
+
+def _tcp_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ContainerFactory:
+    """Resolves a service spec into a ``Container`` (image, env, volumes, identity)."""
+
+    def __init__(self, cloud: Any, storage: Any, work_dir: Path, issuer: IdTokenIssuer,
+                 artifacts: dict[str, Path]) -> None:
+        self.cloud = cloud
+        self.storage = storage  # tests.fakecloud.storage.StorageEmulator
+        self.work_dir = work_dir
+        self.issuer = issuer
+        self.artifacts = {k: str(v) for k, v in artifacts.items()}
+        self._images: dict[str, tuple[FinalStage, Path]] = {}
+        self._lock = threading.Lock()
+
+    # -- image ---------------------------------------------------------------------------------
+    def _build_of(self, image: str) -> tuple[Any, str]:
+        """The fake Cloud Build build that pushed ``image`` (by digest) and its Dockerfile."""
+        name, _, digest = image.partition("@")
+        builds = self.cloud.services["cloudbuild"].builds
+        for fb in list(builds.values()):
+            for built in fb.build.results.images:
+                if built.digest != digest or built.name.rsplit(":", 1)[0] != name:
+                    continue
+                for step in fb.build.steps:
+                    args = [self.cloud.services["cloudbuild"]._substitute(fb.build, a)
+                            for a in step.args]
+                    if not any(a in (f"--tag={built.name}", built.name) for a in args):
+                        continue
+                    dockerfile = _flag(args, "--file", "-f") or "Dockerfile"
+                    return fb.build, dockerfile
+        raise RevisionFailed(f"Image '{image}' not found.")
+
+    def _image(self, image: str) -> tuple[FinalStage, Path]:
+        """The image's final stage and its root file system (made once per digest)."""
+        with self._lock:
+            if image in self._images:
+                return self._images[image]
+            build, dockerfile = self._build_of(image)
+            src = build.source.storage_source
+            archive = self.storage.storage.get_file(src.bucket, src.object_)
+            root = self.work_dir / "images" / image.rsplit(":", 1)[-1][:16]
+            context = root / "context"
+            shutil.rmtree(root, ignore_errors=True)
+            context.mkdir(parents=True)
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+                tar.extractall(context, filter="data")
+            stage = final_stage(context / dockerfile)
+            fs = root / "rootfs"
+            workdir = fs / stage.workdir.lstrip("/")
+            workdir.mkdir(parents=True)
+            for source, dest in stage.copies:
+                target = Path(dest) if dest.startswith("/") else Path(stage.workdir) / dest
+                target = fs / str(target).lstrip("/")
+                origin = context / source
+                if origin.is_dir():
+                    shutil.copytree(origin, target, dirs_exist_ok=True)
+                elif origin.is_file():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(origin, target)
+                else:
+                    raise RevisionFailed(f"Image '{image}': COPY {source}: not in the build "
+                                         "context")
+            self._images[image] = (stage, workdir)
+            return stage, workdir
+
+    # -- the revision --------------------------------------------------------------------------
+    def container(self, service: Any) -> Container:
+        template = service.template
+        [spec] = template.containers  # our services have one container each
+        stage, workdir = self._image(spec.image)
+        account = template.service_account
+        mounts = self._volumes(template, spec, account)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.work_dir / "home"),
+            "LANG": "C.UTF-8",
+            **stage.env,
+        }
+        for i, var in enumerate(spec.env):
+            if var.value_source.secret_key_ref.secret:
+                env[var.name] = self._secret(var.value_source.secret_key_ref, account, i)
+            else:
+                env[var.name] = var.value
+        for name, value in list(env.items()):
+            env[name] = self._local_path(value, mounts)
+        service_id = service.name.rsplit("/", 1)[-1]
+        revision = service.latest_created_revision.rsplit("/", 1)[-1]
+        env.update({
+            "K_SERVICE": service_id, "K_REVISION": revision, "K_CONFIGURATION": service_id,
+            "GOOGLE_APPLICATION_CREDENTIALS": str(self.issuer.key_file(account,
+                                                                       self.cloud.project)),
+            "NO_GCE_CHECK": "true", "GCE_METADATA_HOST": "127.0.0.1:9",
+            "GCE_METADATA_IP": "127.0.0.1:9",
+            "ORPHEUS_BACKEND_HOST": "127.0.0.1", "ORPHEUS_HOST": "127.0.0.1",
+        })
+        argv = list(stage.cmd)
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable  # the image's interpreter = this one, with its packages
+        probe = spec.startup_probe.http_get.path or None
+        log_dir = self.work_dir / "logs" / service_id
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "home").mkdir(exist_ok=True)
+        (log_dir / f"{revision}.cmd").write_text(shlex.join(argv) + "\n")
+        return Container(service.name, revision, argv, workdir, env, probe, log_dir)
+
+    def _local_path(self, value: str, mounts: dict[str, Path]) -> str:
+        if value in self.artifacts:
+            return self.artifacts[value]
+        for mount, local in mounts.items():
+            if value == mount or value.startswith(mount.rstrip("/") + "/"):
+                return str(local) + value[len(mount.rstrip("/")):]
+        return value
+
+    def _secret(self, ref: Any, account: str, index: int) -> str:
+        secrets = self.cloud.services["secretmanager"]
+        secret_id = ref.secret.rsplit("/", 1)[-1]
+        name = f"projects/{self.cloud.project_number}/secrets/{secret_id}"
+        allowed = any(f"serviceAccount:{account}" in self.cloud.iam.members(name, role)
+                      for role in SECRET_READERS)
+        where = f"spec.template.spec.containers[0].env[{index}].value_from.secret_key_ref.name"
+        if not allowed:
+            raise RevisionFailed(
+                f"{where}: Permission denied on secret: {ref.secret}/versions/{ref.version} for "
+                f"Revision service account {account}. The service account used must be granted "
+                "the 'Secret Manager Secret Accessor' role (roles/secretmanager.secretAccessor) "
+                "at the secret, project or higher level.")
+        try:
+            with secrets.lock:
+                entry = secrets._version(f"{name}/versions/{ref.version or 'latest'}")
+        except Exception as exc:
+            raise RevisionFailed(f"{where}: Secret {ref.secret}/versions/{ref.version} was not "
+                                 f"found ({exc})") from exc
+        return bytes(entry["data"]).decode()
+
+    def _volumes(self, template: Any, spec: Any, account: str) -> dict[str, Path]:
+        """Mount path -> local directory with the bucket's objects."""
+        by_name = {v.name: v for v in template.volumes}
+        mounts: dict[str, Path] = {}
+        for mount in spec.volume_mounts:
+            volume = by_name.get(mount.name)
+            if volume is None or not volume.gcs.bucket:
+                raise RevisionFailed(f"volume {mount.name!r} is mounted but not defined")
+            bucket = volume.gcs.bucket
+            policy = self.storage.storage.get_bucket_iam_policy(bucket) or {}
+            readers = {m for b in policy.get("bindings", []) if b.get("role") in BUCKET_READERS
+                       for m in b.get("members", [])}
+            if f"serviceAccount:{account}" not in readers:
+                raise RevisionFailed(f"Cloud Storage volume {mount.name!r}: the revision's "
+                                     f"service account {account} cannot read gs://{bucket}.")
+            mounts[mount.mount_path] = self._sync_bucket(bucket)
+        return mounts
+
+    def _sync_bucket(self, bucket: str) -> Path:
+        local = self.work_dir / "volumes" / urllib.parse.quote(bucket, safe="")
+        local.mkdir(parents=True, exist_ok=True)
+        objects, _ = self.storage.storage.get_file_list(bucket)
+        for obj in objects:
+            target = local / obj["name"]
+            stamp = f"{obj.get('generation')}:{obj.get('size')}"
+            marker = target.with_name(f".{target.name}.generation")
+            if target.exists() and marker.exists() and marker.read_text() == stamp:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                target.chmod(0o600)
+            target.write_bytes(self.storage.storage.get_file(bucket, obj["name"]))
+            target.chmod(0o444)  # the volume is mounted read-only
+            marker.write_text(stamp)
+        return local
+
+
+def _flag(args: list[str], long: str, short: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg.startswith(long + "="):
+            return arg.split("=", 1)[1]
+        if arg in (long, short) and i + 1 < len(args):
+            return args[i + 1]
+    return None
