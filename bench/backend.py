@@ -92,6 +92,8 @@ def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str
            "ORPHEUS_BACKEND_HOST": "127.0.0.1", "N_PARALLEL": str(args.streams),
            "N_CTX": str(args.streams * args.slot_ctx), "N_GPU_LAYERS": str(args.n_gpu_layers),
            "MODEL_STAGING": "never"}
+    if args.threads:
+        env["N_THREADS"] = str(args.threads)
     if engine == "llama-server":
         env["LLAMA_SERVER_BIN"] = _llama_server() or ""
     url = f"http://127.0.0.1:{port}"
@@ -154,6 +156,9 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=2000)
     parser.add_argument("--slot-ctx", type=int, default=4096)
     parser.add_argument("--n-gpu-layers", type=int, default=999)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per engine (0: each engine's default; on a small shared "
+                        "CPU, 1 avoids threads spin-waiting on each other)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,7 +179,8 @@ def main() -> int:
 
     summary: dict[str, object] = {
         "benchmark": "backend", "model": str(args.model or f"tiny Q8_0 ({args.frames} frames)"),
-        "streams": args.streams, "realtime_tps": REALTIME_TPS, "engines": results,
+        "streams": args.streams, "threads": args.threads or "default",
+        "realtime_tps": REALTIME_TPS, "engines": results,
     }
     server, python = results.get("llama-server"), results.get("llama-cpp-python")
     key = f"concurrent{args.streams}_total_tps"

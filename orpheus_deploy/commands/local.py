@@ -59,6 +59,9 @@ def up(
         "llama-server or llama-cpp-python.")] = "auto",
     parallel: Annotated[int, typer.Option(
         "--parallel", min=1, help="Requests decoded at once (llama-server slots).")] = 2,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads of the inference server (default: its own choice).",
+        show_default=False)] = None,
     model_url: Annotated[str | None, typer.Option(
         "--model-url", help="Where to download the model from when --model is not given.",
         show_default=False)] = None,
@@ -91,7 +94,8 @@ def up(
     key = api_key.strip() if api_key else secrets.token_urlsafe(24)
     stack = LocalStack(StackConfig(
         model=model_path, snac=snac_path, api_key=key, port=port, backend_port=backend_port,
-        host=host, engine=engine, parallel=parallel, log_dir=assets.cache_dir() / "logs",
+        host=host, engine=engine, parallel=parallel, threads=threads,
+        log_dir=assets.cache_dir() / "logs",
     ))
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

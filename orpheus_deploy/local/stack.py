@@ -45,6 +45,7 @@ class StackConfig:
     host: str = "127.0.0.1"
     engine: str = "auto"
     parallel: int = 2
+    threads: int | None = None  # inference CPU threads; None: the engine's default
     log_dir: Path = field(default_factory=lambda: Path.cwd())
 
 
@@ -169,6 +170,7 @@ class LocalStack:
                 "N_PARALLEL": str(cfg.parallel),
                 # The model is on a local disk: copying it to memory first would only cost time.
                 "MODEL_STAGING": "never",
+                **({"N_THREADS": str(cfg.threads)} if cfg.threads else {}),
             },
             f"{self.backend_url}{health}",
         )

@@ -4,7 +4,7 @@ Environment (design section 3): MODEL_PATH (required), PORT (1234), N_GPU_LAYERS
 N_PARALLEL (4), N_CTX (N_PARALLEL x 4096; raised if a slot would get less than MIN_SLOT_CTX, 2560).
 Also: ORPHEUS_ENGINE (llama-server | llama-cpp-python), LLAMA_SERVER_BIN (else PATH),
 ORPHEUS_BACKEND_HOST (0.0.0.0), MODEL_STAGING (auto | always | never), MODEL_STAGING_DIR
-(/dev/shm), MODEL_STAGING_THREADS (16).
+(/dev/shm), MODEL_STAGING_THREADS (16), N_THREADS (CPU threads; default: the engine's).
 """
 
 from __future__ import annotations

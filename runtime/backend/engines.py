@@ -77,6 +77,8 @@ def llama_server_command(settings: BackendSettings, model: Path, binary: str) ->
         "--no-webui",
         *_no_mmap_flags(binary),
     ]
+    if settings.n_threads:
+        argv += ["--threads", str(settings.n_threads)]
     return EngineCommand("llama-server", argv, "/health")
 
 
@@ -94,6 +96,9 @@ def llama_cpp_python_command(settings: BackendSettings, model: Path) -> EngineCo
         # By default a new request cancels the one streaming; queue it instead.
         "--interrupt_requests", "False",
     ]
+    if settings.n_threads:
+        argv += ["--n_threads", str(settings.n_threads), "--n_threads_batch",
+                 str(settings.n_threads)]
     return EngineCommand("llama-cpp-python", argv, "/v1/models")
 
 

@@ -40,6 +40,7 @@ class BackendSettings:
     staging: str = "auto"
     staging_dir: Path = Path("/dev/shm")
     staging_threads: int = 16
+    n_threads: int | None = None  # CPU threads; None: the engine's default
 
     @property
     def slot_ctx(self) -> int:
@@ -110,6 +111,7 @@ def load_settings(
         staging=_choice(env, "MODEL_STAGING", "auto", STAGING_MODES),
         staging_dir=Path(env.get("MODEL_STAGING_DIR", "").strip() or "/dev/shm"),
         staging_threads=_int(env, "MODEL_STAGING_THREADS", 16, 1),
+        n_threads=_int(env, "N_THREADS", 0, 1) or None,
     )
     if settings.port > 65535:
         raise ConfigError(f"PORT={settings.port} is not a TCP port")

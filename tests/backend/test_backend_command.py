@@ -81,7 +81,10 @@ def _cloud_run_env(image: FinalStage, tmp: Path, **settings: str) -> dict[str, s
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp), **image.env}
     env.update({"N_GPU_LAYERS": "999", "N_CTX": str(N_PARALLEL * SLOT_CTX),
                 "N_PARALLEL": str(N_PARALLEL), "PORT": str(free_port()),
-                "ORPHEUS_BACKEND_HOST": "127.0.0.1"})
+                "ORPHEUS_BACKEND_HOST": "127.0.0.1",
+                # CI shares 2 cores between several jobs: llama.cpp's threads spin-wait on each
+                # other and a 2-thread decode is ~20x slower than 1 thread there.
+                "N_THREADS": "1"})
     env.update(settings)
     return env
 

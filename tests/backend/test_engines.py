@@ -33,7 +33,15 @@ def test_llama_server_gets_full_offload_slots_and_no_mmap(llama_server_bin: Path
     assert "--cont-batching" in argv
     # The pinned llama.cpp has no --no-mmap; its help lists --load-mode.
     assert _flag(argv, "--load-mode") == "none"
+    assert "--threads" not in argv  # the engine's default unless N_THREADS says otherwise
     assert command.health_path == "/health"
+
+
+def test_threads_when_asked(llama_server_bin: Path) -> None:
+    settings, _ = load_settings({"MODEL_PATH": str(MODEL), "N_THREADS": "3"})
+    assert _flag(llama_server_command(settings, MODEL, str(llama_server_bin)).argv,
+                 "--threads") == "3"
+    assert _flag(llama_cpp_python_command(settings, MODEL).argv, "--n_threads") == "3"
 
 
 def test_llama_cpp_python_gets_one_slot_of_the_same_size() -> None:

@@ -72,3 +72,10 @@ def test_a_context_too_small_for_a_slot_is_raised_and_said() -> None:
 def test_bad_settings_say_which_and_why(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_settings(env)
+
+
+def test_threads_default_to_the_engine_and_can_be_set() -> None:
+    assert load_settings({"MODEL_PATH": "m.gguf"})[0].n_threads is None
+    assert load_settings({"MODEL_PATH": "m.gguf", "N_THREADS": "2"})[0].n_threads == 2
+    with pytest.raises(ConfigError, match="N_THREADS=0 must be at least 1"):
+        load_settings({"MODEL_PATH": "m.gguf", "N_THREADS": "0"})

@@ -94,7 +94,9 @@ def test_local_up_speaks_and_ctrl_c_stops_everything(
     _engine_env(engine, local_env, request)
     port = free_port()
     running = _start(["local", "up", "--model", str(tiny_gguf_q8), "--snac", str(tiny_snac_onnx),
-                      "--port", str(port), "--engine", engine], local_env)
+                      "--port", str(port), "--engine", engine,
+                      # CI's 2 shared cores: one inference thread avoids spin-waiting on the other.
+                      "--threads", "1"], local_env)
     try:
         assert running.url == f"http://127.0.0.1:{port}"
         assert any(f"-H 'X-API-Key: {running.key}'" in line for line in running.output)
