@@ -11,13 +11,15 @@ import numpy as np
 
 from runtime.codec import SAMPLES_PER_FRAME, SnacOnnxDecoder
 from runtime.codec.export_snac import _decoder_module, load_checkpoint, main, verify
+from runtime.codec.snac_onnx import stream_model_path
 from tests.fixtures.snac import TINY_CONFIG, build_snac
 
 
-def test_onnx_matches_torch_for_several_lengths(tiny_snac_onnx: Path, capsys):
-    error = verify(build_snac(seed=0), tiny_snac_onnx, frames=(1, 2, 5, 11))
+def test_onnx_matches_torch_whole_and_streamed(tiny_snac_onnx: Path, capsys):
+    # verify() also streams each utterance through the step graph in uneven steps.
+    error = verify(build_snac(seed=0), tiny_snac_onnx, frames=(1, 2, 5))
     assert error < 1e-4
-    assert "max abs error ONNX vs torch" in capsys.readouterr().out
+    assert "max abs error ONNX vs torch: whole" in capsys.readouterr().out
 
 
 def test_decoding_is_deterministic_and_sized_by_frames(tiny_snac_decoder: SnacOnnxDecoder):
@@ -41,6 +43,12 @@ def test_cli_exports_a_local_checkpoint_and_leaves_the_model_usable(tmp_path: Pa
     assert main(["--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["out"] == str(out) and report["max_abs_error"] < 1e-4
+    # The step graph lands next to it, with what the runtime needs to start a stream.
+    decoder = SnacOnnxDecoder(out)
+    assert stream_model_path(out) == tmp_path / "out" / "snac.stream.onnx"
+    assert decoder.can_stream
+    session = decoder.open_stream()
+    assert session is not None and session.first_frames == 3
 
     # The same weights load from a bare weights file plus its config.
     again = load_checkpoint(str(checkpoint / "pytorch_model.bin"), str(checkpoint / "config.json"))
@@ -53,7 +61,7 @@ def test_cli_exports_a_local_checkpoint_and_leaves_the_model_usable(tmp_path: Pa
     codes.append(torch.zeros(1, 4, dtype=torch.long))
     with torch.inference_mode():
         before = again.decoder(again.quantizer.from_codes(codes))
-        _decoder_module(again, fold_weight_norm=True)
+        _decoder_module(again, for_export=True)
         after = again.decoder(again.quantizer.from_codes(codes))
     assert after.shape == (1, 1, SAMPLES_PER_FRAME)
     assert before.shape == after.shape

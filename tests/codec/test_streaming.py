@@ -39,10 +39,19 @@ def stream(decoder, frames, sizes, **opts) -> tuple[np.ndarray, list[int]]:
 
 
 def relative_error(pcm: np.ndarray, whole: np.ndarray) -> float:
-    # Against the AC part of the signal (the tiny model's output carries a DC offset that would
-    # make an RMS-relative error look smaller than it is).
-    scale = float(np.std(whole))
-    return float(np.max(np.abs(pcm.astype(np.float64) / 32767.0 - whole))) / scale
+    """Largest deviation from the whole-utterance decode, relative to the signal's RMS."""
+    rms = float(np.sqrt(np.mean(whole**2)))
+    return float(np.max(np.abs(pcm.astype(np.float64) / 32767.0 - whole))) / rms
+
+
+def int16_steps(pcm: np.ndarray, whole: np.ndarray) -> int:
+    return int(np.max(np.abs(pcm.astype(np.int32) - to_int16(whole).astype(np.int32))))
+
+
+@pytest.fixture(scope="module")
+def windowed_decoder(tiny_snac_onnx) -> SnacOnnxDecoder:
+    """The same model without its step graph: `StreamingDecoder` falls back to windows."""
+    return SnacOnnxDecoder(tiny_snac_onnx, stream_model=False)
 
 
 def test_decoder_gives_exactly_2048_samples_per_frame(tiny_snac_decoder: SnacOnnxDecoder):
@@ -51,55 +60,87 @@ def test_decoder_gives_exactly_2048_samples_per_frame(tiny_snac_decoder: SnacOnn
         assert audio.dtype == np.float32
         assert audio.shape == (count * SAMPLES_PER_FRAME,)
     assert tiny_snac_decoder.decode([]).shape == (0,)
+    assert tiny_snac_decoder.can_stream
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 40])
-def test_one_frame_at_a_time_matches_the_whole_decode(tiny_snac_decoder, count):
+def test_exact_stream_one_frame_at_a_time_equals_the_whole_decode(tiny_snac_decoder, count):
     frames = random_frames(count, seed=count)
-    whole = tiny_snac_decoder.decode(frames).astype(np.float64)
+    whole = tiny_snac_decoder.decode(frames)
     pcm, _ = stream(tiny_snac_decoder, frames, [1] * count)
     assert pcm.dtype == np.int16
     assert pcm.size == count * SAMPLES_PER_FRAME  # no lost first or last frames
+    assert int16_steps(pcm, whole) <= 1  # only float rounding differs
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 40])
+def test_windowed_stream_matches_the_whole_decode_within_1e3_of_rms(windowed_decoder, count):
+    frames = random_frames(count, seed=count)
+    whole = windowed_decoder.decode(frames).astype(np.float64)
+    streaming = StreamingDecoder(windowed_decoder)
+    assert not streaming.exact
+    pcm, _ = stream(windowed_decoder, frames, [1] * count)
+    assert pcm.size == count * SAMPLES_PER_FRAME
     assert relative_error(pcm, whole) <= 1e-3
 
 
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     sizes=st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=12),
     first_chunk=st.integers(min_value=1, max_value=3),
     chunk=st.integers(min_value=3, max_value=8),
     context=st.integers(min_value=2, max_value=3),
+    exact=st.booleans(),
 )
 def test_any_push_pattern_and_schedule_matches_the_whole_decode(
-    tiny_snac_decoder, sizes, first_chunk, chunk, context
+    tiny_snac_decoder, windowed_decoder, sizes, first_chunk, chunk, context, exact
 ):
+    decoder = tiny_snac_decoder if exact else windowed_decoder
     frames = random_frames(sum(sizes), seed=len(sizes))
-    whole = tiny_snac_decoder.decode(frames).astype(np.float64)
-    pcm, _ = stream(
-        tiny_snac_decoder, frames, sizes, first_chunk=first_chunk, chunk=chunk, context=context
-    )
+    whole = decoder.decode(frames).astype(np.float64)
+    pcm, _ = stream(decoder, frames, sizes, first_chunk=first_chunk, chunk=chunk, context=context)
     assert pcm.size == len(frames) * SAMPLES_PER_FRAME
-    if frames:
+    if frames and exact:
+        assert int16_steps(pcm, whole) <= 1
+    elif frames:
         assert relative_error(pcm, whole) <= 1e-3
 
 
-def test_three_frames_of_context_cover_the_receptive_field(tiny_snac_decoder):
+def test_three_frames_of_context_cover_the_receptive_field(windowed_decoder):
     frames = random_frames(30, seed=3)
-    whole = tiny_snac_decoder.decode(frames)
-    pcm, _ = stream(tiny_snac_decoder, frames, [1] * 30, context=3, chunk=4)
-    # Only int16 rounding is left: at most one step.
-    assert np.max(np.abs(pcm.astype(np.int32) - to_int16(whole).astype(np.int32))) <= 1
+    whole = windowed_decoder.decode(frames)
+    pcm, _ = stream(windowed_decoder, frames, [1] * 30, context=3, chunk=4)
+    assert int16_steps(pcm, whole) <= 1  # only int16 rounding is left
 
 
-def test_default_schedule_starts_after_three_frames_and_grows(tiny_snac_decoder):
-    _, emitted = stream(tiny_snac_decoder, random_frames(40, seed=1), [1] * 40)
+def test_exact_schedule_first_audio_after_three_frames_then_small_steps(tiny_snac_decoder):
+    _, emitted = stream(tiny_snac_decoder, random_frames(20, seed=1), [1] * 20)
+    assert emitted[:2] == [0, 0]
+    # 21 tokens in: the first step returns what the decoder's lookahead (about 2.3 frames of
+    # audio) allows, then steps of 2 and 4 frames return 2048 samples per frame.
+    assert 0 < emitted[2] < SAMPLES_PER_FRAME
+    assert [n for n in emitted[3:] if n][:3] == [2 * 2048, 4 * 2048, 4 * 2048]
+
+
+def test_windowed_schedule_starts_after_three_frames_and_doubles(windowed_decoder):
+    _, emitted = stream(windowed_decoder, random_frames(40, seed=1), [1] * 40)
     frames_out = [n // SAMPLES_PER_FRAME for n in emitted]
-    assert frames_out[:2] == [0, 0]
-    assert frames_out[2] == 1  # 21 tokens in: the first frame is out
-    nonzero = [n for n in frames_out if n]
-    assert nonzero[:4] == [1, 2, 4, 8]  # then chunks double
+    assert frames_out[:3] == [0, 0, 1]
+    assert [n for n in frames_out if n][:4] == [1, 2, 4, 8]
+
+
+def test_step_graph_rejects_a_too_small_first_step_but_ends_any_utterance(tiny_snac_decoder):
+    frames = random_frames(2, seed=9)
+    session = tiny_snac_decoder.open_stream()
+    assert session is not None and session.first_frames == 3
+    with pytest.raises(ValueError, match="at least 3"):
+        session.step(frames)
+    audio = session.step(frames, final=True)  # a 2-frame utterance is still decoded whole
+    assert np.max(np.abs(audio - tiny_snac_decoder.decode(frames))) < 1e-5
+    with pytest.raises(RuntimeError):
+        session.step(frames)
 
 
 def test_int16_conversion_saturates_instead_of_wrapping():
