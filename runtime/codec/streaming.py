@@ -124,11 +124,18 @@ class StreamingDecoder:
                 return _EMPTY
             self._flushed = True
             pieces = []
-            while self._total - self._emitted > self.chunk:
-                pieces.append(self._decode(self.chunk, final=False))
+            while self._total - self._emitted > (size := self._step_limit()):
+                pieces.append(self._decode(size, final=False))
             if self._stream is not None or self._emitted < self._total:
                 pieces.append(self._decode(self._total - self._emitted, final=True))
             return np.concatenate(pieces) if pieces else _EMPTY
+
+    def _step_limit(self) -> int:
+        """Most frames per decode: `chunk`, except that the step graph's first step may need
+        more."""
+        if self._stream is not None and self._emitted == 0:
+            return max(self.chunk, self._stream.first_frames)
+        return self.chunk
 
     def _due(self) -> int:
         """Frames to decode now under the schedule (0: wait for more)."""
