@@ -66,10 +66,8 @@ def test_final_image_is_slim_non_root_and_torch_free():
     assert instruction(stage, "WORKDIR") == ["/app"]
     env = image_env(stage)
     assert env["SNAC_MODEL_PATH"] == "/opt/snac/snac_decoder.onnx"
-    assert any(
-        "/opt/snac/snac_decoder.onnx" in c and "--from=export" in c
-        for c in instruction(stage, "COPY")
-    )
+    # Both graphs the export writes (whole and step) reach the final image.
+    assert "--from=export /opt/snac/ /opt/snac/" in instruction(stage, "COPY")
     requirements = [
         re.split(r"[=<>\[ ]", ln.strip().lower())[0]
         for ln in (ROOT / "runtime/frontend/requirements.txt").read_text().splitlines()
