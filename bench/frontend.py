@@ -41,6 +41,7 @@ import psutil
 from bench.decode import real_snac_onnx
 from runtime.codec import AudioStream, SnacOnnxDecoder
 from runtime.codec.protocol import SAMPLE_RATE, SAMPLES_PER_FRAME
+from runtime.codec.protocol import TOKENS_PER_SECOND as TOKENS_PER_AUDIO_SECOND
 from tests.fixtures.fake_backend import Behavior, FakeBackend, audio_token_texts
 
 TOKENS_PER_SECOND = 100.0
@@ -210,6 +211,16 @@ def main(argv: list[str] | None = None) -> int:
         "concurrent_ttfb_ms": [round(t * 1000, 1) for t in sorted(concurrent)],
         "concurrent_worst_ttfb_ratio": round(worst_ratio, 2),
         "concurrent_app_cpu_s_per_audio_s": round(concurrent_cpu / (audio_s * args.streams), 4),
+        # CPUs the codec alone needs to keep N streams at the backend's pace: above cpu_count the
+        # machine is saturated and every stream (and its first chunk) waits for CPU.
+        "concurrent_codec_cpu_demand_cores": round(
+            args.streams
+            * statistics.median(codec_cpu)
+            / audio_s
+            * TOKENS_PER_SECOND
+            / TOKENS_PER_AUDIO_SECOND,
+            2,
+        ),
         "app_peak_rss_mib_single_stream": round(single_rss, 1),
         "app_peak_rss_mib": round(rss, 1),
         "targets": {
