@@ -1,11 +1,16 @@
 """Copying the model from a network mount to memory-backed local disk before loading.
 
-On Cloud Run the model sits on a Cloud Storage FUSE mount. The server reads the file with one
-sequential reader, and one stream from Cloud Storage is far slower than several: Google's guidance
-for large model files is a concurrent download at start-up. So on a FUSE/network mount (``auto``)
-the launcher reads the file with many threads, each ``pread``-ing its own ranges, into
-``/dev/shm`` (memory-backed on Cloud Run, counted against the instance's memory), and the server
-then loads from there. On a local disk the copy would only add time, so ``auto`` skips it.
+On Cloud Run the model sits on a Cloud Storage FUSE mount, and the server reads it with one
+sequential reader; Google's guidance for multi-GB model files is a concurrent download at
+start-up, because one stream from Cloud Storage is slower than several. So on a FUSE/network
+mount (``auto``) the launcher reads the file with many threads, each on its own handle and its own
+range, into ``/dev/shm`` (memory-backed on Cloud Run, counted against the instance's memory), and
+the server loads from there. The launcher logs the copy's MB/s and each step's time, so the
+choice can be checked on a real deploy (``MODEL_STAGING=never`` to compare).
+
+On a local disk the copy only adds time (measured on the CI machine, 0.85 GB Q8_0 GGUF,
+llama-server on CPU: ready in 4.0-4.7 s loading in place vs 5.0-8.8 s with the copy, which ran at
+~500 MB/s), so ``auto`` skips it there.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-CHUNK_BYTES = 32 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024 * 1024
 _NETWORK_FILESYSTEMS = ("fuse", "nfs", "9p", "cifs", "smb")
 
 
@@ -67,34 +72,37 @@ def parallel_copy(source: Path, target_dir: Path, threads: int,
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / source.name
     partial = target_dir / f".{source.name}.partial"
-    src = os.open(source, os.O_RDONLY)
     try:
         dst = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.ftruncate(dst, size)
-            _copy_ranges(src, dst, size, threads, chunk, source)
+            _copy_ranges(source, dst, size, threads, chunk)
         finally:
             os.close(dst)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    finally:
-        os.close(src)
     return StagingResult(target, time.perf_counter() - start, size)
 
 
-def _copy_ranges(src: int, dst: int, size: int, threads: int, chunk: int, source: Path) -> None:
+def _copy_ranges(source: Path, dst: int, size: int, threads: int, chunk: int) -> None:
     failed = threading.Event()
 
     def copy_range(offset: int) -> None:
-        end = min(offset + chunk, size)
-        while offset < end and not failed.is_set():
-            data = os.pread(src, min(end - offset, 8 * 1024 * 1024), offset)
-            if not data:
-                raise OSError(f"{source} ended at {offset} bytes, expected {size}")
-            os.pwrite(dst, data, offset)
-            offset += len(data)
+        # A file handle per range: Cloud Storage FUSE judges sequential vs random reads per
+        # handle, and each range read on its own handle is sequential (large streamed reads).
+        src = os.open(source, os.O_RDONLY)
+        try:
+            end = min(offset + chunk, size)
+            while offset < end and not failed.is_set():
+                data = os.pread(src, min(end - offset, 8 * 1024 * 1024), offset)
+                if not data:
+                    raise OSError(f"{source} ended at {offset} bytes, expected {size}")
+                os.pwrite(dst, data, offset)
+                offset += len(data)
+        finally:
+            os.close(src)
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage") as pool:
         futures = [pool.submit(copy_range, off) for off in range(0, size, chunk)]
