@@ -90,6 +90,7 @@ class StreamingDecoder:
         self._emitted = 0  # frames decoded for good (their samples returned, or in the step graph)
         self._next_chunk = first_chunk
         self._flushed = False
+        self._samples = 0  # samples returned so far
 
     @property
     def exact(self) -> bool:
@@ -102,7 +103,13 @@ class StreamingDecoder:
 
     @property
     def frames_emitted(self) -> int:
+        """Frames handed to the decoder for good (the step graph returns their audio with a
+        lag of about 2.3 frames; `samples_emitted` counts what was returned)."""
         return self._emitted
+
+    @property
+    def samples_emitted(self) -> int:
+        return self._samples
 
     def push(self, frames: Sequence[Frame]) -> np.ndarray:
         """Add frames; return the int16 samples that are final now (maybe none)."""
@@ -169,6 +176,7 @@ class StreamingDecoder:
         if drop > 0:
             del self._frames[:drop]
             self._base += drop
+        self._samples += audio.shape[0]
         return to_int16(audio)
 
 
@@ -196,7 +204,7 @@ class AudioStream:
 
     @property
     def samples_emitted(self) -> int:
-        return self.decoder.frames_emitted * SAMPLES_PER_FRAME
+        return self.decoder.samples_emitted
 
     def feed(self, text_chunk: str) -> np.ndarray:
         with self._lock:

@@ -169,6 +169,7 @@ def test_audio_stream_turns_sse_text_into_the_same_audio(tiny_snac_decoder):
     assert audio.frames == 12
     pieces.append(audio.finish())
     pcm = np.concatenate(pieces)
+    assert audio.samples_emitted == pcm.size == 12 * SAMPLES_PER_FRAME
     reference, _ = stream(tiny_snac_decoder, frames, [1] * 12)
     assert np.array_equal(pcm, reference)
     assert audio.finish().size == 0
