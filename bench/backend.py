@@ -145,6 +145,29 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> f
         time.sleep(0.02)
 
 
+def ready_time(model: Path, staging: str, args: argparse.Namespace) -> float:
+    """Seconds from starting the launcher (llama-server engine) to GET /health 200."""
+    port = _free_port()
+    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port),
+           "ORPHEUS_BACKEND_HOST": "127.0.0.1", "N_PARALLEL": "1", "N_CTX": str(args.slot_ctx),
+           "MODEL_STAGING": staging, "LLAMA_SERVER_BIN": _llama_server() or ""}
+    if args.threads:
+        env["N_THREADS"] = str(args.threads)
+    log_path = Path(tempfile.gettempdir()) / f"bench-staging-{staging}-{port}.log"
+    with log_path.open("wb") as log:
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "runtime.backend"], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:
+            return _wait_ready(process, f"http://127.0.0.1:{port}/health", log_path) - start
+        finally:
+            process.terminate()
+            process.wait(15)
+            staged = Path(env.get("MODEL_STAGING_DIR", "/dev/shm")) / model.name
+            if staging == "always":
+                staged.unlink(missing_ok=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="GGUF to serve (default: the tiny fixture)")
@@ -159,6 +182,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads per engine (0: each engine's default; on a small shared "
                         "CPU, 1 avoids threads spin-waiting on each other)")
+    parser.add_argument("--staging-compare", action="store_true",
+                        help="also time start-up to ready loading in place vs copying to "
+                        "/dev/shm first (llama-server)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,11 +203,21 @@ def main() -> int:
             results[engine] = bench_engine(engine, model, args)
             print(json.dumps({engine: results[engine]}), file=sys.stderr, flush=True)
 
+        staging: dict[str, list[float]] = {}
+        if args.staging_compare and _llama_server():
+            for _ in range(args.repeats):  # interleaved, so drift hits both alike
+                for mode in ("never", "always"):
+                    staging.setdefault(mode, []).append(round(ready_time(model, mode, args), 2))
+
     summary: dict[str, object] = {
         "benchmark": "backend", "model": str(args.model or f"tiny Q8_0 ({args.frames} frames)"),
         "streams": args.streams, "threads": args.threads or "default",
         "realtime_tps": REALTIME_TPS, "engines": results,
     }
+    if staging:
+        summary["ready_s_by_staging"] = staging
+        summary["ratios_staging"] = {"always_vs_never": round(
+            sum(staging["always"]) / sum(staging["never"]), 2)}
     server, python = results.get("llama-server"), results.get("llama-cpp-python")
     key = f"concurrent{args.streams}_total_tps"
     if isinstance(server, dict) and isinstance(python, dict) and key in server and key in python:
