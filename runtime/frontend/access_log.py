@@ -73,10 +73,13 @@ class AccessLogMiddleware:
             error = exc
             raise
         finally:
+            if not status:
+                # No response started: a crash (500) or a client that left first (499, as nginx).
+                status = 500 if error is not None else 499
             fields: dict[str, object] = {
                 "method": scope.get("method"),
                 "path": scope.get("path"),
-                "status": status or 500,
+                "status": status,
                 "latency_ms": round((time.perf_counter() - start) * 1000.0, 1),
                 "ttfb_ms": None if first_byte is None else round((first_byte - start) * 1000.0, 1),
                 "response_bytes": body_bytes,
@@ -85,9 +88,12 @@ class AccessLogMiddleware:
             stats = scope.get("state", {}).get("speech_stats")
             if stats is not None:
                 fields.update(stats.fields())
-            level = logging.INFO
-            if error is not None or not complete or fields["status"] >= 500:  # type: ignore[operator]
-                level = logging.ERROR if error is not None or status >= 500 else logging.WARNING
-            message = f"{scope.get('method')} {scope.get('path')} {status or 500}"
+            if error is not None or status >= 500:
+                level = logging.ERROR
+            elif not complete:  # aborted mid-stream or the client left: worth a look, not a page
+                level = logging.WARNING
+            else:
+                level = logging.INFO
+            message = f"{scope.get('method')} {scope.get('path')} {status}"
             log.log(level, message, extra=fields, exc_info=error)
             REQUEST_ID.reset(token)

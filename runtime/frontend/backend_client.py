@@ -1,9 +1,10 @@
 """Streaming client for the backend's OpenAI-style `POST /v1/completions` (llama.cpp's
 `llama-server`, `llama_cpp.server`, LM Studio: anything that streams completions as SSE).
 
-Retries: a cold Cloud Run GPU instance answers 503 (or 429 when every slot is busy) and a backend
-that is still starting refuses connections; those are retried with exponential backoff (honouring
-`Retry-After`) until the caller's deadline. Any other answer fails at once with the backend's own
+Retries: a cold Cloud Run GPU instance answers 503 (or 429 when every slot is busy, or 502 from
+Cloud Run's front end while an instance starts) and a backend that is still starting refuses
+connections; those are retried with exponential backoff and jitter (honouring `Retry-After`)
+until the caller's deadline. Any other answer fails at once with the backend's own
 message, because retrying a 400 only delays the same error.
 """
 

@@ -2,8 +2,8 @@
 
 Cloud Logging reads `severity` and `message` and keeps the remaining keys as `jsonPayload`; the
 request id rides in a context variable so every line written while serving a request carries it,
-including lines from the backend client and the decoder thread pool (contextvars are copied into
-`run_in_executor` calls by `asyncio.to_thread`-style helpers; see speech.py).
+including lines from the backend client and the decode pool (`SpeechService.call` runs pool work
+inside a copy of the request's context).
 """
 
 from __future__ import annotations

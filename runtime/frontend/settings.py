@@ -17,7 +17,7 @@ __all__ = ["Settings", "SettingsError", "load_settings"]
 
 
 def _env(name: str) -> AliasChoices:
-    # Accept the environment name and the field name, so tests can build Settings(field=...).
+    # The environment name; `populate_by_name` also accepts the field name in code.
     return AliasChoices(name)
 
 
