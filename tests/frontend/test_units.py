@@ -105,3 +105,20 @@ def test_settings_defaults_and_derived_values(tmp_path):
     )
     assert settings.backend_auth == "none"
     assert "k1" not in repr(settings)  # SecretStr: never printed by accident
+
+
+def test_importing_the_app_does_no_work():
+    # Heavy or side-effecting modules load in the lifespan or on first use, never at import.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading, runtime.frontend.app, runtime.frontend.__main__;"
+        "heavy = [m for m in ('onnxruntime', 'av', 'uvicorn', 'torch',"
+        " 'google.auth.transport.requests') if m in sys.modules];"
+        "print(heavy, threading.active_count())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[] 1"
