@@ -134,10 +134,14 @@ class Instance:
         self._remember_children()
 
     def signal_group(self, sig: int) -> None:
-        """Signal every process of the instance (launcher and its server child)."""
+        """Signal every process of the instance: its group, and each descendant seen (a server
+        child may have a group of its own)."""
         self._remember_children()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
+        for pid in self.running_pids() - {self.process.pid}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def stop(self, timeout_s: float = 15) -> None:
         """SIGTERM, as Cloud Run does when it retires an instance; SIGKILL after ``timeout_s``."""
