@@ -4,34 +4,47 @@
 # machine, through the backend launcher; tokens/s for 1 and 4 concurrent streams (and 8, to show
 # where per-stream speed falls below real time), against the 82 tokens/s real-time line.
 #
-#   bash bench/gpu_backend.sh            # from the repository root, on the GPU machine
+#   bash bench/gpu_backend.sh --prepare  # first, on the CPU machine (has the sdist, has PyPI)
+#   bash bench/gpu_backend.sh            # then from the repository root, on the GPU machine
 #
-# Needs: nvcc + cmake; python3 with numpy, httpx and gguf (pip install gguf==0.19.0 numpy httpx);
-# the sdist, found at $LLAMA_SDIST, else shared/llama_cpp_python-0.3.36.tar.gz, else
-# ~/.cache/orpheus-build/llama-cpp-python-0.3.36/ (the GPU machine has no network).
+# --prepare writes gpu-bench-src/llama-cpp.tar.gz: the sdist's llama.cpp tree without models/,
+# docs/, tests/ (~10 MB instead of 76), small enough to travel with the working tree (the GPU
+# machine has no network; the path is untracked, not ignored, so the device tool carries it).
+# Needs on the GPU machine: nvcc + cmake; python3 with numpy, httpx and gguf==0.19.0 (carry a
+# small venv or a wheel directory if the machine lacks them).
 # Writes everything under ${OUT:-./gpu-bench-out}; the last line of bench.json is the summary.
 # Budget: ~6 min CUDA build (16 cores, one architecture), ~1 min model generation, ~2 min bench.
 set -euo pipefail
+
+VERSION=0.3.36
+SRC_TAR="gpu-bench-src/llama-cpp.tar.gz"
+SDIST="${LLAMA_SDIST:-$HOME/.cache/orpheus-build/llama-cpp-python-$VERSION/llama_cpp_python-$VERSION.tar.gz}"
+
+if [[ "${1:-}" == "--prepare" ]]; then
+  [[ -f "$SDIST" ]] || { echo "no sdist at $SDIST: run .ci/build_llama.sh first" >&2; exit 2; }
+  tmp="$(mktemp -d)"
+  tar -xzf "$SDIST" -C "$tmp" --strip-components=1
+  mkdir -p "$(dirname "$SRC_TAR")"
+  tar -czf "$SRC_TAR" -C "$tmp/vendor" --exclude=llama.cpp/models --exclude=llama.cpp/docs \
+    --exclude=llama.cpp/tests --exclude=llama.cpp/benches --exclude=.git llama.cpp
+  rm -rf "$tmp"
+  ls -la "$SRC_TAR"
+  exit 0
+fi
 
 OUT="${OUT:-./gpu-bench-out}"
 mkdir -p "$OUT"
 WORK="${WORK:-/tmp/orpheus-gpu-bench}"
 PY="${PYTHON:-python3}"
-VERSION=0.3.36
-SDIST="${LLAMA_SDIST:-}"
-for candidate in "shared/llama_cpp_python-$VERSION.tar.gz" \
-                 "$HOME/.cache/orpheus-build/llama-cpp-python-$VERSION/llama_cpp_python-$VERSION.tar.gz"; do
-  [[ -z "$SDIST" && -f "$candidate" ]] && SDIST="$candidate"
-done
-[[ -n "$SDIST" ]] || { echo "no llama-cpp-python $VERSION sdist: set LLAMA_SDIST" >&2; exit 2; }
+[[ -f "$SRC_TAR" ]] || { echo "no $SRC_TAR: run bash bench/gpu_backend.sh --prepare first" >&2; exit 2; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 CUDA_ARCH="${CUDA_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)}"
 
 server="$WORK/llama-server"
 if [[ ! -x "$server" ]]; then
-  mkdir -p "$WORK/src"
-  tar -xzf "$SDIST" -C "$WORK/src" --strip-components=1
+  mkdir -p "$WORK/src/vendor"
+  tar -xzf "$SRC_TAR" -C "$WORK/src/vendor"
   start=$(date +%s)
   # The Dockerfile's flags, with this GPU's architecture instead of the L4's 89.
   cmake -S "$WORK/src/vendor/llama.cpp" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
