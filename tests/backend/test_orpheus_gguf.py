@@ -12,18 +12,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.fixtures.orpheus_gguf import (
     AUDIO_BASE_ID,
     CODEBOOK_SIZE,
     END_OF_SPEECH_ID,
+    EOT_ID,
     FRAME_TOKENS,
+    SHAPES,
+    START_OF_SPEECH_ID,
     VOCAB_SIZE,
     audio_codes,
     audio_token_ids,
     audio_token_texts,
     build_vocab,
+    chain_weights,
     write_orpheus_gguf,
 )
 
@@ -102,3 +109,18 @@ def test_prompt_ids_follow_the_orpheus_tokenizer(llama: Any) -> None:
     assert ids[-4:] == [128009, 128260, 128261, 128257]
     text = llama.detokenize(ids[2:-4]).decode()
     assert text == "leo: Hi! <laugh> Ça va?"
+
+
+@settings(max_examples=8, deadline=None)
+@given(frames=st.integers(min_value=1, max_value=55))
+def test_the_chain_wins_by_a_wide_margin_for_any_length(frames: int) -> None:
+    """The bigram logits (RMS norm, then the output matrix), computed exactly as llama.cpp does:
+    after every chain token the next one leads by >= 20 logits, so sampling follows greedy."""
+    embd, out = chain_weights(frames, SHAPES["tiny"].n_embd)
+    sources = [START_OF_SPEECH_ID, EOT_ID, 1234, *audio_token_ids(frames)]
+    expected = [audio_token_ids(frames)[0]] * 3 + [*audio_token_ids(frames)[1:], EOT_ID]
+    h = embd[sources] / np.sqrt((embd[sources] ** 2).mean(axis=1, keepdims=True) + 1e-5)
+    logits = h @ out.T
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    assert list(logits.argmax(axis=1)) == expected
+    assert (top2[:, 1] - top2[:, 0]).min() >= 20
