@@ -12,67 +12,17 @@ rather than at a moment picked by a timer. Expected outcomes (design section 3, 
 from __future__ import annotations
 
 import signal
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import httpx
 import pytest
 
 from tests.e2e.local_cloud import LocalCloud
 from tests.fixtures.plugin_localcloud import DEPLOYED_FRAMES
 from tests.frontend.audio import SAMPLES_PER_FRAME
+from tests.reliability.faults import STRIKE_AFTER_EVENTS, Pause, Strike, speak
 
 pytestmark = [pytest.mark.llama_server, pytest.mark.reliability]
 
 FULL_SAMPLES = DEPLOYED_FRAMES * SAMPLES_PER_FRAME
-STRIKE_AFTER_EVENTS = 8 * 7  # eight frames of audio tokens: the frontend is streaming by then
-
-
-@dataclass
-class Speech:
-    status: int | None
-    audio: bytes
-    error: str = ""
-    request_id: str = ""
-
-    @property
-    def samples(self) -> int:
-        return max(len(self.audio) - 44, 0) // 2
-
-
-def speak(lc: LocalCloud, text: str = "Faults in the middle.") -> Speech:
-    received = bytearray()
-    status = None
-    request_id = ""
-    try:
-        with httpx.stream("POST", f"{lc.frontend_url}/v1/audio/speech",
-                          headers={"X-API-Key": lc.api_key},
-                          json={"input": text, "voice": "tara", "response_format": "wav"},
-                          timeout=120) as response:
-            status = response.status_code
-            request_id = response.headers.get("x-request-id", "")
-            for chunk in response.iter_bytes():
-                received += chunk
-    except httpx.HTTPError as exc:
-        return Speech(status, bytes(received), f"{type(exc).__name__}: {exc}", request_id)
-    return Speech(status, bytes(received), "", request_id)
-
-
-@dataclass
-class Strike:
-    """Calls ``action`` once, when ``after`` server-sent events have been relayed."""
-
-    after: int
-    action: Callable[[], None]
-    events: int = 0
-    fired: threading.Event = field(default_factory=threading.Event)
-
-    def __call__(self, chunk: bytes) -> None:
-        self.events += chunk.count(b"data: ")
-        if self.events >= self.after and not self.fired.is_set():
-            self.fired.set()
-            self.action()
 
 
 def test_backend_killed_mid_stream_cuts_the_response_then_a_new_instance_serves(
@@ -110,22 +60,14 @@ def test_backend_paused_mid_stream_still_delivers_every_frame(deployed_cloud: Lo
     router = deployed_cloud.runner.router("orpheus-backend")  # type: ignore[union-attr]
     instance = router.instance
     assert instance is not None
-    timers: list[threading.Timer] = []
-
-    def pause() -> None:
-        instance.signal_group(signal.SIGSTOP)
-        timer = threading.Timer(1.5, instance.signal_group, (signal.SIGCONT,))
-        timers.append(timer)
-        timer.start()
-
+    pause = Pause(instance, 1.5)
     router.on_forwarded = Strike(STRIKE_AFTER_EVENTS, pause)
     try:
         slow = speak(deployed_cloud)
     finally:
         router.on_forwarded = None
-        for timer in timers:
-            timer.join()
-    assert timers, "the pause never happened"
+        pause.join()
+    assert pause.timer is not None, "the pause never happened"
     assert (slow.status, slow.error, slow.samples) == (200, "", FULL_SAMPLES)
     assert router.instance is instance and instance.alive()  # slowed, not replaced
 
