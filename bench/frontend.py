@@ -1,6 +1,6 @@
 """Frontend benchmark: what the whole app adds on top of the codec, and how it behaves under load.
 
-    .venv/bin/python -m bench.frontend [--frames 48] [--repeats 5] [--streams 8] [--tiny]
+    .venv/bin/python -m bench.frontend [--streams 8] [--ttfb-repeats 15] [--frames 48] [--tiny]
 
 Setup: the scripted fake backend (tests/fixtures/fake_backend.py) emits audio tokens at 100 tokens/s
 per request (a little faster than the 82 tokens/s real time needs, like a healthy L4); the app runs
@@ -103,8 +103,10 @@ def peak_rss_mib(pid: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Orpheus frontend benchmark")
-    parser.add_argument("--frames", type=int, default=48, help="frames per utterance")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--frames", type=int, default=48, help="frames per utterance (CPU, load)")
+    parser.add_argument("--repeats", type=int, default=3, help="whole utterances for CPU")
+    parser.add_argument("--ttfb-repeats", type=int, default=15)
+    parser.add_argument("--ttfb-frames", type=int, default=6, help="utterance for TTFB runs")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument(
         "--tiny", action="store_true", help="tiny SNAC config (no real-size export)"
@@ -155,16 +157,22 @@ def main(argv: list[str] | None = None) -> int:
         codec_alone(decoder, 4)
         one_request(base, key, [], None)
 
+        # Time to first byte: many short utterances (only the first 21 tokens matter), each app
+        # request right after a codec-alone run so that drift hits both alike.
         app_ttfb: list[float] = []
         codec_ttfb: list[float] = []
+        for _ in range(args.ttfb_repeats):
+            codec_ttfb.append(codec_alone(decoder, args.ttfb_frames)[0])
+            backend.script(Behavior.stream(args.ttfb_frames, tokens_per_second=TOKENS_PER_SECOND))
+            one_request(base, key, app_ttfb, None)
+
+        # CPU per second of audio: whole utterances, interleaved the same way.
         codec_cpu: list[float] = []
         app_cpu: list[float] = []
-        for _ in range(args.repeats):  # interleaved, so drift hits both alike
-            first, cpu = codec_alone(decoder, args.frames)
-            codec_ttfb.append(first)
-            codec_cpu.append(cpu)
+        for _ in range(args.repeats):
+            codec_cpu.append(codec_alone(decoder, args.frames)[1])
             before = sum(proc.cpu_times()[:2])
-            one_request(base, key, app_ttfb, None)
+            one_request(base, key, [], None)
             app_cpu.append(sum(proc.cpu_times()[:2]) - before)
 
         single = statistics.median(app_ttfb)
@@ -202,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames": args.frames,
         "audio_s": round(audio_s, 3),
         "repeats": args.repeats,
+        "ttfb_repeats": args.ttfb_repeats,
         "codec_ttfb_ms": round(codec_first * 1000, 1),
         "app_ttfb_ms": round(single * 1000, 1),
         "app_ttfb_overhead_ms": round(overhead_ms, 1),
