@@ -166,7 +166,9 @@ class Settings:
     frontend_memory: str = "1Gi"
     frontend_min_instances: int = 0
     frontend_max_instances: int = 10
-    frontend_concurrency: int = 16
+    # Decoding costs ~0.3 s of CPU per second of audio (bench.frontend), so one vCPU holds about
+    # three real-time streams; Cloud Run adds instances beyond that instead of slowing everyone.
+    frontend_concurrency: int = 3
     # Network path from the frontend to the internal backend (Direct VPC egress).
     network: str = "default"
     subnet: str = "default"

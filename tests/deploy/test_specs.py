@@ -69,7 +69,7 @@ def test_frontend_spec_field_by_field(settings: Settings) -> None:
     assert t.node_selector.accelerator == ""
     assert t.service_account == f"orpheus-frontend@{PROJECT}.iam.gserviceaccount.com"
     assert (t.scaling.min_instance_count, t.scaling.max_instance_count) == (0, 10)
-    assert t.max_instance_request_concurrency == 16
+    assert t.max_instance_request_concurrency == 3
     assert t.vpc_access.egress == run_v2.VpcAccess.VpcEgress.ALL_TRAFFIC
     [nic] = t.vpc_access.network_interfaces
     assert (nic.network, nic.subnetwork) == ("default", "default")
