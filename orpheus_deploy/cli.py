@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     cx = _click_exceptions()
 
     _invocation.clear()
-    args = sys.argv[1:] if argv is None else argv
+    args = _hoist_global_options(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=args, prog_name="orpheus", standalone_mode=False)
         code = result if isinstance(result, int) else 0
@@ -103,6 +103,36 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         sys.exit(code)
     return code
+
+
+_GLOBAL_WITH_VALUE = ("--project", "--region", "--config")
+_GLOBAL_FLAGS = ("--yes", "-y", "--json", "--verbose", "-v")
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """Accept global options after the command too (`orpheus setup --project X`).
+
+    Click only parses group options before the subcommand; people type them anywhere, and the
+    hints this tool prints put them last. No command defines an option of the same name.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if arg in _GLOBAL_FLAGS or (name in _GLOBAL_WITH_VALUE and "=" in arg):
+            hoisted.append(arg)
+        elif arg in _GLOBAL_WITH_VALUE and i + 1 < len(args):
+            hoisted.extend(args[i:i + 2])
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return hoisted + rest
 
 
 def _click_exceptions():  # type: ignore[no-untyped-def]

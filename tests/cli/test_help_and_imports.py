@@ -46,3 +46,12 @@ def test_unknown_option_is_a_usage_error(run_cli):
     result = run_cli("setup", "--no-such-option")
     assert result.exit_code == 2
     assert "No such option" in result.output
+
+
+def test_global_options_are_accepted_after_the_command(fake_cloud, run_cli) -> None:
+    """The hints printed by the tool put --project last; that spelling must work."""
+    before = run_cli("config", "--json")
+    result = run_cli("config", "--project", "other-project", "--region=europe-west4", "--json")
+    assert result.exit_code == 0, result.output
+    assert "other-project" in result.stdout and "europe-west4" in result.stdout
+    assert "other-project" not in before.stdout
