@@ -15,8 +15,8 @@ from tests.reliability.load import run_load
 
 pytestmark = [pytest.mark.llama_server, pytest.mark.reliability]
 
-CLIENTS = 4
-SECONDS = 5.0
+CLIENTS = 3
+SECONDS = 3.0
 
 
 def test_concurrent_streams_for_a_fixed_time_all_complete(deployed_cloud: LocalCloud) -> None:
