@@ -41,6 +41,12 @@ What tests use (see tests/fixtures/plugin_cloud.py for the fixtures):
     cloud.enforce_apis = True                     # SERVICE_DISABLED until Service Usage enables
     cloud.services["secretmanager"].payloads("orpheus-api-key")
     cloud.storage.fail("PUT", "/upload/", status=503, times=None, after=3)   # HTTP faults
+
+Services that really run: ``runner.CloudRunRunner(cloud, storage, dir, artifacts).attach()``
+starts each ready Cloud Run revision natively from its image's Dockerfile (``container.py``)
+behind a per-service router on 127.0.0.1 that checks invoker IAM and internal ingress with ID
+tokens from a local issuer (``router.py``, ``idtokens.py``); tests/e2e/local_cloud.py puts it
+all together for ``orpheus deploy --all``.
 """
 
 from tests.fakecloud.core import (
