@@ -158,7 +158,9 @@ class Settings:
     backend_max_instances: int = 1
     backend_concurrency: int = 4
     n_parallel: int = 4
-    n_ctx: int = 8192
+    # Total context across the parallel slots: each slot needs room for an Orpheus prompt plus
+    # max_tokens (2000), so 4 slots x 4096.
+    n_ctx: int = 16384
     n_gpu_layers: int = 999
     backend_timeout_s: int = 600
     # Frontend (CPU) service.

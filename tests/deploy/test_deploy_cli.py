@@ -76,7 +76,7 @@ def test_deploy_all_end_to_end_then_nothing_to_do(cloud: Any, run_cli: Any, mode
     assert [(m.name, m.mount_path) for m in c.volume_mounts] == [("model-storage", "/models")]
     env = {e.name: e.value for e in c.env}
     assert env["MODEL_PATH"] == f"/models/{model_file.name}"
-    assert (env["N_GPU_LAYERS"], env["N_CTX"], env["N_PARALLEL"]) == ("999", "8192", "4")
+    assert (env["N_GPU_LAYERS"], env["N_CTX"], env["N_PARALLEL"]) == ("999", "16384", "4")
     assert c.startup_probe.http_get.path == "/health"
     assert c.startup_probe.period_seconds * c.startup_probe.failure_threshold >= 600
     assert t.service_account == SA.format("orpheus-backend")

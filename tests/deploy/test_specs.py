@@ -50,7 +50,7 @@ def test_backend_spec_field_by_field(settings: Settings) -> None:
     assert c.resources.startup_cpu_boost is True
     assert [(m.name, m.mount_path) for m in c.volume_mounts] == [("model-storage", "/models")]
     assert env_of(c) == {"MODEL_PATH": "/models/Orpheus-3b-FT-Q4_K_M.gguf", "N_GPU_LAYERS": "999",
-                         "N_CTX": "8192", "N_PARALLEL": "4"}
+                         "N_CTX": "16384", "N_PARALLEL": "4"}
     probe = c.startup_probe
     assert probe.http_get.path == "/health"
     assert probe.http_get.port == 1234
