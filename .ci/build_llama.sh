@@ -23,8 +23,12 @@ fi
 # 1. the Python wheel
 if ! ls "$CACHE"/wheels/llama_cpp_python-*.whl >/dev/null 2>&1; then
   echo "building llama-cpp-python ${LLAMA_CPP_PYTHON_VERSION} (a few minutes)..."
-  CMAKE_ARGS="$CMAKE_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
-    "$PY" -m pip wheel --quiet --no-deps "$sdist" -w "$CACHE/wheels"
+  # The compiler's warnings run to thousands of lines: keep them in a log, show its tail on failure.
+  if ! CMAKE_ARGS="$CMAKE_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
+      "$PY" -m pip wheel --no-deps "$sdist" -w "$CACHE/wheels" >"$CACHE/wheel-build.log" 2>&1; then
+    tail -n 60 "$CACHE/wheel-build.log" >&2
+    exit 1
+  fi
 fi
 
 # 2. llama-server from the same vendored tree
