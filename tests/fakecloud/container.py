@@ -279,6 +279,12 @@ class ContainerFactory:
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable  # the image's interpreter = this one, with its packages
         probe = spec.startup_probe.http_get.path or None
+        port = spec.ports[0].container_port if spec.ports else 8080
+        probe_port = spec.startup_probe.http_get.port or port
+        if probe_port != port:
+            # Cloud Run probes the container, which listens on $PORT = the container port.
+            raise RevisionFailed(f"spec.template.spec.containers[0].startupProbe: port "
+                                 f"{probe_port} is not the container port {port}.")
         log_dir = self.work_dir / "logs" / service_id
         log_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "home").mkdir(exist_ok=True)
