@@ -9,7 +9,8 @@ on CPU) run as their Dockerfiles' commands behind Cloud Run-like routers with ID
 
 1. Load: ``--clients`` streaming clients for ``--seconds`` (tests/reliability/load.py); every
    WAV must be whole. Figures: requests, failures, p50/p95 time to first byte, most concurrent
-   streams held, audio seconds produced per second.
+   streams held (responses streaming audio at once), most requests in flight at the backend,
+   audio seconds produced per second.
 2. Faults, ``--fault-rounds`` times each: the backend killed mid-stream (the stream must be cut
    visibly, the next request served by a new instance: recovery time measured), paused mid-stream
    for 1.5 s (must complete), scaled to zero (next request cold-starts).
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                                       duration_s=args.seconds, expected_samples=full))
         result["load"] = report.summary()
         result["load"]["problems"] = report.problems[:5]
+        # Requests the backend held at once (llama-server queues beyond its N_PARALLEL slots,
+        # so streams that have audio can be fewer than requests in flight).
+        result["load"]["backend_max_in_flight"] = lc.runner.router("orpheus-backend").max_active
         print(f"load: {result['load']}", file=sys.stderr)
 
         result["faults"] = fault_rounds(lc, args.fault_rounds, full)
