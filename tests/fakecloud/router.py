@@ -15,6 +15,9 @@ streams it to the serving revision's instance.
 - Streaming: bytes are forwarded as they arrive; if the instance's connection breaks mid-body,
   the response is cut too (no final chunk), which is what a client of Cloud Run sees.
 
+Not modelled: more than one instance, the request timeout, and max concurrency per instance
+(requests beyond the server's own slots queue in the server, not in the router).
+
 Test controls (faults): ``chunk_delay_s`` slows every forwarded chunk; ``on_forwarded(chunk)`` is
 called after each chunk is forwarded (tests count events in it to strike mid-stream).
 """
