@@ -10,7 +10,6 @@ kernel to die with us, so that no server outlives a killed ``orpheus local up``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import os
 import shutil
@@ -19,13 +18,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orpheus_deploy.errors import OrpheusError
+from runtime.backend.processes import death_signal, http_status
 
 ENGINES = ("auto", "llama-server", "llama-cpp-python")
 STOP_GRACE_S = 12.0
@@ -83,33 +80,8 @@ def choose_engine(requested: str) -> str:
     )
 
 
-def _death_signal(sig: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking the kernel to send ``sig`` to the child when its parent dies.
-
-    Linux only. libc is looked up here, in the parent, so that between fork and exec the child
-    makes one plain call (no dlopen, which could deadlock on a lock another thread held).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def set_death_signal() -> None:
-        prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
-
-    return set_death_signal
 
 
-def _status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, ValueError):
-        return None
 
 
 class LocalStack:
@@ -136,7 +108,7 @@ class LocalStack:
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, **env}, start_new_session=True,
-                preexec_fn=_death_signal(signal.SIGTERM),
+                preexec_fn=death_signal(signal.SIGTERM),
             )
         child = Child(name, process, log_path, ready_url)
         self.children.append(child)
@@ -145,7 +117,7 @@ class LocalStack:
     def _wait_ready(self, child: Child, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _status(child.ready_url) == 200:
+            if http_status(child.ready_url) == 200:
                 return
             if child.process.poll() is not None:
                 raise StackError(

@@ -10,19 +10,16 @@ launcher).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from types import FrameType
 
 from runtime.backend.engines import EngineCommand
+from runtime.backend.processes import death_signal, http_status
 
 log = logging.getLogger("orpheus.backend")
 
@@ -42,41 +39,15 @@ class StepClock:
         self._last = now
 
 
-def _death_signal(sig: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking the kernel to send ``sig`` to the child when its parent dies.
-
-    Linux only. libc is looked up here, in the parent, so that between fork and exec the child
-    makes one plain call (no dlopen, which could deadlock on a lock another thread held).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def set_death_signal() -> None:
-        prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
-
-    return set_death_signal
 
 
-def _status(url: str) -> int | None:
-    """HTTP status of GET url, or None when nothing answers yet."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, ValueError):
-        return None
 
 
 def _watch_readiness(url: str, clock: StepClock, child: subprocess.Popen[bytes],
                      stop: threading.Event) -> None:
     listening = False
     while not stop.is_set() and child.poll() is None:
-        code = _status(url)
+        code = http_status(url)
         if code is not None and not listening:
             listening = True
             if code != 200:
@@ -91,7 +62,7 @@ def run_engine(command: EngineCommand, port: int, clock: StepClock) -> int:
     """Run the engine until it exits; return the launcher's exit code."""
     log.info("starting %s: %s", command.name, " ".join(command.argv))
     child = subprocess.Popen(command.argv, start_new_session=True,
-                             preexec_fn=_death_signal(signal.SIGTERM))
+                             preexec_fn=death_signal(signal.SIGTERM))
     clock.step(f"{command.name} started (pid {child.pid})")
     stop = threading.Event()
     stop_requested_at: list[float] = []
