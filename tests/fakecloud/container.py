@@ -5,7 +5,7 @@ From a ``run_v2.Service`` to a running process:
 - the image: its digest is looked up in the fake Cloud Build's results; the build step that
   tagged it names the Dockerfile (``--file=``); the build's source archive (the one ``orpheus
   build`` uploaded to the storage emulator) is unpacked and the Dockerfile's final stage is read
-  from it (tests/backend/dockerfile.py): WORKDIR, ENV, CMD, and COPY lines, which lay out the
+  from it (tests/fixtures/dockerfile.py): WORKDIR, ENV, CMD, and COPY lines, which lay out the
   image's files from the archive. So a file the archive lacks or the image forgets is missing
   here too. Files that earlier build stages produce (the CUDA ``llama-server``, the exported SNAC
   decoder) cannot be built without Docker: ``artifacts`` maps their image paths to local builds
@@ -46,9 +46,9 @@ from typing import Any
 
 import psutil
 
-from tests.backend.dockerfile import FinalStage, final_stage
 from tests.fakecloud.idtokens import IdTokenIssuer
 from tests.fakecloud.run import RevisionFailed
+from tests.fixtures.dockerfile import FinalStage, final_stage, lay_out
 from tests.fixtures.plugin_llama import free_port, http_status, spawn
 
 # Roles that let an account read a bucket's objects / a secret's payload (predefined roles only).
@@ -227,21 +227,10 @@ class ContainerFactory:
             with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
                 tar.extractall(context, filter="data")
             stage = final_stage(context / dockerfile)
-            fs = root / "rootfs"
-            workdir = fs / stage.workdir.lstrip("/")
-            workdir.mkdir(parents=True)
-            for source, dest in stage.copies:
-                target = Path(dest) if dest.startswith("/") else Path(stage.workdir) / dest
-                target = fs / str(target).lstrip("/")
-                origin = context / source
-                if origin.is_dir():
-                    shutil.copytree(origin, target, dirs_exist_ok=True)
-                elif origin.is_file():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(origin, target)
-                else:
-                    raise RevisionFailed(f"Image '{image}': COPY {source}: not in the build "
-                                         "context")
+            try:
+                workdir = lay_out(stage, context, root / "rootfs")
+            except FileNotFoundError as exc:
+                raise RevisionFailed(f"Image '{image}': {exc}") from exc
             self._images[image] = (stage, workdir)
             return stage, workdir
 

