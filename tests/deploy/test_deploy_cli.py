@@ -6,7 +6,6 @@ import contextlib
 import http.server
 import json
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from google.cloud import run_v2
 
 from orpheus_deploy.build_context import list_files
+from tests.fixtures.local_http import serving
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "test-project"
@@ -275,14 +275,8 @@ def open_frontend_stub() -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_deploy_backend_before_upload_says_what_to_run(cloud: Any, run_cli: Any) -> None:

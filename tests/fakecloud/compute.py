@@ -28,6 +28,7 @@ from typing import Any
 from google.cloud import compute_v1
 
 from tests.fakecloud.core import Call
+from tests.fixtures.local_http import LocalHttpServer
 
 _TRANSPORTS = {
     "Subnetworks": "google.cloud.compute_v1.services.subnetworks.transports.rest_base",
@@ -64,7 +65,7 @@ class FakeCompute:
         self.operations: dict[str, dict[str, Any]] = {}
         self.routes = _routes()
         self.lock = threading.RLock()
-        self._httpd: server.ThreadingHTTPServer | None = None
+        self._http = LocalHttpServer("fake-compute")
         for region in regions or ["us-central1"]:
             self.add_subnet(region, "default")
 
@@ -84,23 +85,15 @@ class FakeCompute:
         return self.subnets.get((region, name))
 
     def start(self) -> FakeCompute:
-        handler = _make_handler(self)
-        self._httpd = server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True,
-                         name="fake-compute").start()
+        self._http.start(_make_handler(self))
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        self._http.stop()
 
     @property
     def url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return self._http.url
 
     # -- dispatch ----------------------------------------------------------------------------
     def handle(self, verb: str, path: str, body: bytes) -> tuple[int, bytes]:

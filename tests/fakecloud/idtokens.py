@@ -17,13 +17,15 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
+
+from tests.fixtures.local_http import LocalHttpServer
 
 ISSUER = "https://accounts.google.com"
 GOOGLE_TOKEN_ENDPOINT = "https://oauth2.googleapis.com/token"
@@ -57,7 +59,7 @@ class IdTokenIssuer:
         self._account_keys: dict[str, str] = {}  # email -> public PEM of its key file
         self.issued: list[dict[str, Any]] = []  # claims of every token handed out
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._http = LocalHttpServer("id-token-issuer")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> IdTokenIssuer:
@@ -78,22 +80,15 @@ class IdTokenIssuer:
             def log_message(self, *args: object) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="id-token-issuer",
-                         kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._http.start(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._http.stop()
 
     @property
     def token_uri(self) -> str:
-        assert self._server is not None, "issuer not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        return f"{self._http.url}/token"
 
     # -- what a container gets ---------------------------------------------------------------
     def key_file(self, email: str, project: str) -> Path:

@@ -14,7 +14,6 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from functools import partial
-from http import server
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -26,6 +25,7 @@ from gcp_storage_emulator.server import RequestHandler as EmulatorHandler
 from gcp_storage_emulator.storage import Storage
 
 from tests.fakecloud.core import Call
+from tests.fixtures.local_http import LocalHttpServer
 
 
 @dataclass
@@ -62,30 +62,20 @@ class StorageEmulator:
         self.faults: list[HttpFault] = []
         self.log: list[Call] = []
         self._lock = threading.Lock()
-        self._httpd: server.HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LocalHttpServer("storage-emu", threaded=False)
 
     def start(self) -> StorageEmulator:
         # The emulator logs every 404 at ERROR level; a 404 is an answer here, not a failure.
         logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
-        handler = partial(_Handler, self)
-        self._httpd = server.HTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="storage-emu",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._http.start(partial(_Handler, self))
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        self._http.stop()
 
     @property
     def url(self) -> str:
-        assert self._httpd is not None
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     # -- test controls -----------------------------------------------------------------------
     def fail(self, verb: str, path_contains: str, status: int = 503, times: int | None = 1,

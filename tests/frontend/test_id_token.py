@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
 from runtime.frontend.backend_client import IdTokenProvider
+from tests.fixtures.local_http import LocalHttpServer
 
 
 @dataclass
@@ -81,10 +81,9 @@ def token_endpoint(tmp_path, monkeypatch) -> Iterator[TokenEndpoint]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/token"
+    server = LocalHttpServer("token-endpoint")
+    server.start(Handler)
+    url = f"{server.url}/token"
     endpoint = TokenEndpoint(url=url, signer=signer)
     state["endpoint"] = endpoint
     key_file = Path(tmp_path) / "sa.json"
@@ -103,8 +102,7 @@ def token_endpoint(tmp_path, monkeypatch) -> Iterator[TokenEndpoint]:
     )
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     yield endpoint
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def test_token_is_cached_and_refreshed_before_expiry(token_endpoint):
