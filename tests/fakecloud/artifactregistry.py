@@ -9,7 +9,14 @@ from typing import Any
 from google.cloud import artifactregistry_v1
 from google.protobuf import empty_pb2, timestamp_pb2
 
-from tests.fakecloud.core import FakeService, already_exists, invalid, not_found, rpc
+from tests.fakecloud.core import (
+    FakeService,
+    already_exists,
+    invalid,
+    not_found,
+    rpc,
+    update_fields,
+)
 
 _REPO_ID_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 _PARENT_RE = re.compile(r"^projects/([^/]+)/locations/([a-z]+-[a-z]+[0-9]+)$")
@@ -85,12 +92,8 @@ class ArtifactRegistryFake(FakeService):
     @rpc("artifactregistry.repositories.update")
     def update_repository(self, request: Any, context: Any) -> Any:
         with self.lock:
-            repo = self._get(request.repository.name)
-            for path in request.update_mask.paths:
-                if path not in ("description", "labels"):
-                    raise invalid(f"Field {path} cannot be updated.")
-                setattr(repo, path, getattr(request.repository, path))
-            return repo
+            return update_fields(self._get(request.repository.name), request.repository,
+                                 request.update_mask.paths, {"description", "labels"})
 
     @rpc("artifactregistry.repositories.delete")
     def delete_repository(self, request: Any, context: Any) -> Any:

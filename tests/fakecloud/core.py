@@ -63,6 +63,16 @@ def invalid(message: str) -> FakeError:
     return FakeError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+def update_fields(target: Any, source: Any, paths: Iterable[str], updatable: set[str]) -> Any:
+    """An ``update_mask`` update: copy each masked field from ``source`` to ``target``; a field
+    outside ``updatable`` is refused, as the real APIs refuse immutable fields."""
+    for path in paths:
+        if path not in updatable:
+            raise invalid(f"Field {path} cannot be updated.")
+        setattr(target, path, getattr(source, path))
+    return target
+
+
 def permission_denied(permission: str, resource: str) -> FakeError:
     # The wording and ErrorInfo of Google's IAM denials.
     return FakeError(

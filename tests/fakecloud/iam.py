@@ -8,7 +8,14 @@ from typing import Any
 from google.cloud import iam_admin_v1
 from google.protobuf import empty_pb2
 
-from tests.fakecloud.core import FakeService, already_exists, invalid, not_found, rpc
+from tests.fakecloud.core import (
+    FakeService,
+    already_exists,
+    invalid,
+    not_found,
+    rpc,
+    update_fields,
+)
 
 # IAM's own rule: 6-30 characters, lowercase letters, digits, hyphens, starting with a letter.
 _ACCOUNT_ID_RE = re.compile(r"^[a-z](?:[-a-z0-9]{4,28}[a-z0-9])$")
@@ -73,12 +80,9 @@ class IamAdminFake(FakeService):
     @rpc("iam.serviceAccounts.update")
     def patch_service_account(self, request: Any, context: Any) -> Any:
         with self.lock:
-            account = self._get(request.service_account.name)
-            for path in request.update_mask.paths:
-                if path not in ("display_name", "description"):
-                    raise invalid(f"Field {path} cannot be updated.")
-                setattr(account, path, getattr(request.service_account, path))
-            return account
+            return update_fields(self._get(request.service_account.name),
+                                 request.service_account, request.update_mask.paths,
+                                 {"display_name", "description"})
 
     @rpc("iam.serviceAccounts.delete")
     def delete_service_account(self, request: Any, context: Any) -> Any:
