@@ -11,7 +11,7 @@ the second deploy fail), ``traffic`` (the default sends 100% to the latest ready
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orpheus_deploy.config import Settings
 
@@ -48,6 +48,44 @@ def _require_digest(image: str) -> str:
     return image
 
 
+def _container(component: str, image: str, port: int, probe_failures: int,
+               **fields: Any) -> run_v2.Container:
+    """What both apps' containers share: the image by digest, the one port Cloud Run sends
+    requests to, and a startup probe on GET /health there (503 while loading, 200 when ready)."""
+    from google.cloud import run_v2
+
+    return run_v2.Container(
+        name=component,
+        image=_require_digest(image),
+        ports=[run_v2.ContainerPort(name="http1", container_port=port)],
+        startup_probe=run_v2.Probe(
+            http_get=run_v2.HTTPGetAction(path="/health", port=port),
+            period_seconds=STARTUP_PROBE_PERIOD_S,
+            timeout_seconds=STARTUP_PROBE_TIMEOUT_S,
+            failure_threshold=probe_failures,
+        ),
+        **fields,
+    )
+
+
+def _template(settings: Settings, component: str, service_account: str, min_instances: int,
+              max_instances: int, **fields: Any) -> run_v2.RevisionTemplate:
+    """What both services' revision templates share: labels, identity, the second-generation
+    execution environment, and the scaling bounds."""
+    from google.cloud import run_v2
+
+    return run_v2.RevisionTemplate(
+        labels=_labels(settings, component),
+        service_account=service_account,
+        execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
+        scaling=run_v2.RevisionScaling(
+            min_instance_count=min_instances,
+            max_instance_count=max_instances,
+        ),
+        **fields,
+    )
+
+
 def backend_service_spec(settings: Settings, image: str, model_object: str) -> run_v2.Service:
     """The GPU inference service: internal-only, IAM-protected, scale 0..max, model mounted RO."""
     from google.cloud import run_v2
@@ -62,10 +100,8 @@ def backend_service_spec(settings: Settings, image: str, model_object: str) -> r
         "N_CTX": str(settings.n_ctx),
         "N_PARALLEL": str(settings.n_parallel),
     }
-    container = run_v2.Container(
-        name="backend",
-        image=_require_digest(image),
-        ports=[run_v2.ContainerPort(name="http1", container_port=n.backend_port)],
+    container = _container(
+        "backend", image, n.backend_port, STARTUP_PROBE_FAILURES,
         env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()],
         resources=run_v2.ResourceRequirements(
             limits={"cpu": settings.backend_cpu, "memory": settings.backend_memory,
@@ -76,21 +112,10 @@ def backend_service_spec(settings: Settings, image: str, model_object: str) -> r
             startup_cpu_boost=True,
         ),
         volume_mounts=[run_v2.VolumeMount(name=n.volume, mount_path=n.mount_path)],
-        startup_probe=run_v2.Probe(
-            http_get=run_v2.HTTPGetAction(path="/health", port=n.backend_port),
-            period_seconds=STARTUP_PROBE_PERIOD_S,
-            timeout_seconds=STARTUP_PROBE_TIMEOUT_S,
-            failure_threshold=STARTUP_PROBE_FAILURES,
-        ),
     )
-    template = run_v2.RevisionTemplate(
-        labels=_labels(settings, "backend"),
-        service_account=n.backend_sa_email,
-        execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
-        scaling=run_v2.RevisionScaling(
-            min_instance_count=settings.backend_min_instances,
-            max_instance_count=settings.backend_max_instances,
-        ),
+    template = _template(
+        settings, "backend", n.backend_sa_email,
+        settings.backend_min_instances, settings.backend_max_instances,
         # llama-server's parallel slots are the real concurrency; more requests would only queue
         # inside one instance while a second instance (a second GPU) is what costs money.
         max_instance_request_concurrency=settings.backend_concurrency,
@@ -139,10 +164,8 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str) -> r
         value_source=run_v2.EnvVarSource(secret_key_ref=run_v2.SecretKeySelector(
             secret=n.secret_path, version="latest")),
     ))
-    container = run_v2.Container(
-        name="frontend",
-        image=_require_digest(image),
-        ports=[run_v2.ContainerPort(name="http1", container_port=n.frontend_port)],
+    container = _container(
+        "frontend", image, n.frontend_port, FRONTEND_PROBE_FAILURES,
         env=env_vars,
         resources=run_v2.ResourceRequirements(
             limits={"cpu": settings.frontend_cpu, "memory": settings.frontend_memory},
@@ -151,21 +174,10 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str) -> r
             cpu_idle=True,
             startup_cpu_boost=True,
         ),
-        startup_probe=run_v2.Probe(
-            http_get=run_v2.HTTPGetAction(path="/health", port=n.frontend_port),
-            period_seconds=STARTUP_PROBE_PERIOD_S,
-            timeout_seconds=STARTUP_PROBE_TIMEOUT_S,
-            failure_threshold=FRONTEND_PROBE_FAILURES,
-        ),
     )
-    template = run_v2.RevisionTemplate(
-        labels=_labels(settings, "frontend"),
-        service_account=n.frontend_sa_email,
-        execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
-        scaling=run_v2.RevisionScaling(
-            min_instance_count=settings.frontend_min_instances,
-            max_instance_count=settings.frontend_max_instances,
-        ),
+    template = _template(
+        settings, "frontend", n.frontend_sa_email,
+        settings.frontend_min_instances, settings.frontend_max_instances,
         max_instance_request_concurrency=settings.frontend_concurrency,
         # Long texts stream for a while; the frontend's own backend timeout is the tighter bound.
         timeout=duration_pb2.Duration(seconds=max(settings.api_timeout_s + 60, 300)),
