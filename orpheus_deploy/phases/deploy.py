@@ -64,6 +64,15 @@ def _state(settings: Settings, cloud: Cloud) -> Any:
     return load_state(cloud, settings)
 
 
+def _deploy_service(report: PhaseReport, service: CloudRunService, invokers: Any, cloud: Cloud,
+                    ui: UI | None) -> str | None:
+    """The service, then who may invoke it (a policy on the service, so it must exist first);
+    returns the service's URL."""
+    report.results.append(reconcile_service(service, cloud, ui))
+    report.results.append(reconcile(invokers, cloud))
+    return service_status(service.read(cloud)).uri
+
+
 def backend_resources(settings: Settings, state: Any) -> tuple[BackendService, Any]:
     from orpheus_deploy.phases.build import image_ref
 
@@ -75,9 +84,7 @@ def deploy_backend(settings: Settings, cloud: Cloud, ui: UI | None = None) -> Ph
     cloud.ensure_credentials()
     service, invokers = backend_resources(settings, _state(settings, cloud))
     report = PhaseReport("deploy-backend")
-    report.results.append(reconcile_service(service, cloud, ui))
-    report.results.append(reconcile(invokers, cloud))
-    uri = service_status(service.read(cloud)).uri
+    uri = _deploy_service(report, service, invokers, cloud, ui)
     report.data["backend_url"] = uri
     report.messages.append(f"Backend (internal, IAM-protected): {uri}")
     return report
@@ -104,9 +111,7 @@ def deploy_frontend(settings: Settings, cloud: Cloud, ui: UI | None = None) -> P
                                                    backend.uri)
     report = PhaseReport("deploy-frontend")
     report.results.append(reconcile(subnet, cloud))
-    report.results.append(reconcile_service(service, cloud, ui))
-    report.results.append(reconcile(invokers, cloud))
-    uri = service_status(service.read(cloud)).uri
+    uri = _deploy_service(report, service, invokers, cloud, ui)
     report.data["url"] = uri
     report.messages.append(f"Frontend (public, API key required): {uri}")
     return report
