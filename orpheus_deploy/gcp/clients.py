@@ -135,16 +135,16 @@ class Cloud:
         key = ("google.cloud.storage", "Client")
         with self._lock:
             if key not in self._clients:
-                from google.cloud import storage
+                # The submodule by its full name: google-cloud-storage ships no type information,
+                # and mypy does not see an untyped package as an attribute of google.cloud.
+                from google.cloud.storage import Client
 
                 if creds.storage_emulator():
                     from google.auth.credentials import AnonymousCredentials
 
-                    client = storage.Client(project=self.project,
-                                            credentials=AnonymousCredentials())
+                    client = Client(project=self.project, credentials=AnonymousCredentials())
                 else:
-                    client = storage.Client(project=self.project,
-                                            credentials=self.credentials())
+                    client = Client(project=self.project, credentials=self.credentials())
                 self._clients[key] = client
             return self._clients[key]
 

@@ -88,7 +88,8 @@ def build_request(settings: Settings, config: Any, bucket: str, source_object: s
     build.substitutions.update({"_REGION": settings.region, "_REPO": n.repo,
                                 "_NAME": settings.name, "_TAG": settings.image_tag})
     build.logs_bucket = f"gs://{bucket}/logs"
-    build.options.logging = cloudbuild_v1.BuildOptions.LoggingMode.GCS_ONLY
+    # proto-plus ships no type information, so mypy reads its enums' members as plain ints.
+    build.options.logging = cloudbuild_v1.BuildOptions.LoggingMode.GCS_ONLY  # type: ignore[assignment]
     build.tags.extend(["orpheus", settings.name])
     return build
 

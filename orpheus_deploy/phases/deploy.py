@@ -17,6 +17,7 @@ from orpheus_deploy.resources.base import (
     CREATE,
     UNCHANGED,
     UPDATE,
+    Change,
     PhaseReport,
     Result,
     plan_resource,
@@ -253,8 +254,9 @@ def _plan_service(resource: CloudRunService, cloud: Cloud, validate: bool) -> Re
         return Result(resource.key, CREATE if actual is None else UPDATE,
                       detail=f"pending: {missing}")
     desired = resource.spec()
+    changes: tuple[Change, ...] = ()
     if actual is None:
-        action, changes = CREATE, ()
+        action = CREATE
     else:
         changes = tuple(resource.diff(desired, actual))
         ready = service_status(actual).ready

@@ -51,9 +51,9 @@ class Registry(Resource):
         actual = self.read(cloud)
         with translated(f"create repository {self.name}", cloud.project):
             if actual is None:
-                repo = artifactregistry_v1.Repository(
-                    format_=artifactregistry_v1.Repository.Format[spec.format],
-                    description=spec.description)
+                # proto-plus takes an enum field by its name ("DOCKER"), as protobuf does.
+                repo = artifactregistry_v1.Repository(format_=spec.format,
+                                                      description=spec.description)
                 try:
                     operation = client.create_repository(
                         parent=names.location_path, repository=repo,
