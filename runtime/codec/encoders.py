@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from av import AudioStream
 
 SUPPORTED_FORMATS = ("wav", "pcm", "mp3", "opus", "flac", "aac")
 CONTENT_TYPES: dict[str, str] = {
@@ -125,7 +128,11 @@ class PyAVEncoder:
         self._container = av.open(
             self._sink, mode="w", format=muxer, options={"flush_packets": "1", **options}
         )
-        self._stream = self._container.add_stream(codec, rate=sample_rate)
+        stream = self._container.add_stream(codec, rate=sample_rate)
+        # add_stream is typed for any kind of stream; every codec in _PYAV_FORMATS is audio.
+        if not isinstance(stream, av.AudioStream):
+            raise TypeError(f"{codec} is not an audio codec")
+        self._stream: AudioStream = stream
         self._stream.layout = "mono"
         self._lock = threading.Lock()
         self._closed = False

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.codec.protocol import Frame
 from runtime.codec.snac_onnx import (
     FINAL_NAME,
     INPUT_NAMES,
@@ -230,13 +231,13 @@ def export_stream_decoder(model: Any, out_path: str | Path, opset: int = DEFAULT
     return out_path
 
 
-def _frames_of(codes: list[Any]) -> list[tuple[int, ...]]:
+def _frames_of(codes: list[Any]) -> list[Frame]:
     count = codes[0].shape[1]
     grid = np.zeros((count, 7), dtype=np.int64)
     grid[:, 0] = codes[0].numpy().reshape(-1)
     grid[:, [1, 4]] = codes[1].numpy().reshape(count, 2)
     grid[:, [2, 3, 5, 6]] = codes[2].numpy().reshape(count, 4)
-    return [tuple(int(c) for c in row) for row in grid]
+    return [(a, b, c, d, e, f, g) for a, b, c, d, e, f, g in grid.tolist()]
 
 
 def verify(model: Any, onnx_path: str | Path, frames: tuple[int, ...] = (1, 3, 8)) -> float:
@@ -254,7 +255,7 @@ def verify(model: Any, onnx_path: str | Path, frames: tuple[int, ...] = (1, 3, 8
         with torch.inference_mode():
             expected = reference(*codes).numpy().reshape(-1)
         frames_ = _frames_of(codes)
-        got = decoder.decode(frames_)  # type: ignore[arg-type]
+        got = decoder.decode(frames_)
         if got.shape != expected.shape:
             raise ValueError(f"ONNX gave {got.shape} samples, torch {expected.shape}")
         whole_error = max(whole_error, float(np.max(np.abs(got - expected))))
@@ -264,7 +265,7 @@ def verify(model: Any, onnx_path: str | Path, frames: tuple[int, ...] = (1, 3, 8
             pieces = [stream.step(frames_[:first], final=first == count)]
             for start in range(first, count, 2):
                 chunk = frames_[start : start + 2]
-                pieces.append(stream.step(chunk, final=start + 2 >= count))  # type: ignore[arg-type]
+                pieces.append(stream.step(chunk, final=start + 2 >= count))
             streamed = np.concatenate(pieces)
             if streamed.shape != expected.shape:
                 raise ValueError(f"stream gave {streamed.shape} samples, torch {expected.shape}")
