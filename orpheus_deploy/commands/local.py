@@ -77,8 +77,10 @@ def up(
     if api_key is not None and not api_key.strip():
         raise InputError("--api-key is empty", "omit it to get a generated key")
 
+    # A given model is checked first: it is instant, the SNAC export is not.
+    model_path = assets.ensure_model(model) if model is not None else None
     snac_path = assets.ensure_snac(snac)
-    if model is None:
+    if model_path is None:
         ui.info(f"Using the cached model (downloading it once from {model_url or 'Hugging Face'})")
         progress = ui.byte_progress("model", total=0)
         task = progress.orpheus_task
@@ -88,8 +90,6 @@ def up(
 
         with progress:
             model_path = assets.ensure_model(None, model_url or assets.DEFAULT_MODEL_URL, advance)
-    else:
-        model_path = assets.ensure_model(model)
 
     key = api_key.strip() if api_key else secrets.token_urlsafe(24)
     stack = LocalStack(StackConfig(

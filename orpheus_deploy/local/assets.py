@@ -12,6 +12,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def ensure_model(model: Path | None, url: str = DEFAULT_MODEL_URL,
     return check_gguf(download(url, dest, progress))
 
 
-def ensure_snac(snac: Path | None) -> Path:
+def ensure_snac(snac: Path | None, checkpoint: str = SNAC_CHECKPOINT) -> Path:
+    """The given decoder, else the cached export, else export ``checkpoint`` once into the cache."""
     if snac is not None:
         if not snac.is_file():
             raise InputError(f"SNAC decoder not found: {snac}",
@@ -73,16 +75,27 @@ def ensure_snac(snac: Path | None) -> Path:
             "the SNAC decoder has not been exported yet, and exporting it needs torch and snac",
             "pip install 'orpheus-deploy[export]' (one time), or pass --snac PATH/TO/decoder.onnx",
         )
+    from runtime.codec.snac_onnx import stream_model_path
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial.onnx")
-    result = subprocess.run(
-        [sys.executable, "-m", "runtime.codec.export_snac", "--checkpoint", SNAC_CHECKPOINT,
-         "--out", str(partial)],
-        check=False,
-    )
-    if result.returncode != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
-        raise OrpheusError("exporting the SNAC decoder failed (see the output above)",
-                           "or pass --snac PATH/TO/decoder.onnx")
-    os.replace(partial, dest)
+    # The exporter writes two graphs (whole utterance, and the streaming step graph named after
+    # the first); export into a scratch directory and move both, so that a failed or interrupted
+    # export never leaves half a pair in the cache.
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".snac-export-") as scratch:
+        out = Path(scratch) / dest.name
+        result = subprocess.run(
+            [sys.executable, "-m", "runtime.codec.export_snac", "--checkpoint", checkpoint,
+             "--out", str(out)],
+            check=False, capture_output=True, text=True,
+        )
+        if result.returncode != 0 or not out.is_file():
+            lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
+            reason = lines[-1].strip() if lines else f"exit status {result.returncode}"
+            raise OrpheusError(
+                f"exporting the SNAC decoder from {checkpoint} failed: {reason}",
+                "check the internet connection, or pass --snac PATH/TO/decoder.onnx")
+        stream = stream_model_path(out)
+        if stream.is_file():
+            os.replace(stream, stream_model_path(dest))
+        os.replace(out, dest)
     return dest
