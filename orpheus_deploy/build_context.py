@@ -16,8 +16,11 @@ import os
 import re
 import stat
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from orpheus_deploy.errors import InputError
 
 IGNORE_FILE = ".gcloudignore"
 # What gcloud ignores when a directory has no .gcloudignore (plus whatever .gitignore says).
@@ -199,12 +202,19 @@ def pack(root: Path) -> BuildContext:
     return BuildContext(data=data, sha256=hashlib.sha256(data).hexdigest(), files=files)
 
 
-def project_root() -> Path:
-    """The directory holding cloudbuild.yaml: the source checkout, else the working directory."""
-    here = Path(__file__).resolve().parent.parent
-    if (here / "cloudbuild.yaml").is_file():
-        return here
-    cwd = Path.cwd()
-    if (cwd / "cloudbuild.yaml").is_file():
-        return cwd
-    return here
+def project_root(candidates: Sequence[Path] | None = None) -> Path:
+    """The source tree to build: the checkout this package runs from, else the working directory.
+
+    A wheel installed from an index carries no cloudbuild.yaml; refusing here matters because
+    packing whatever directory we are in (site-packages, a home directory) would upload it.
+    """
+    if candidates is None:
+        candidates = [Path(__file__).resolve().parent.parent, Path.cwd()]
+    for root in candidates:
+        if (root / "cloudbuild.yaml").is_file() and (root / "runtime").is_dir():
+            return root
+    raise InputError(
+        "no source tree to build: cloudbuild.yaml and runtime/ were not found in "
+        + " or ".join(str(c) for c in candidates),
+        "run `orpheus build` from a checkout of orpheus-deploy (git clone, then pip install .)",
+    )

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from orpheus_deploy.build_context import is_excluded, is_ignored, list_files, pack, parse_ignore
+from orpheus_deploy.build_context import (
+    is_excluded,
+    is_ignored,
+    list_files,
+    pack,
+    parse_ignore,
+    project_root,
+)
+from orpheus_deploy.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,3 +128,15 @@ def test_archive_is_reproducible_and_owned_by_root(tmp_path: Path) -> None:
 ])
 def test_single_patterns(pattern: str, path: str, ignored: bool) -> None:
     assert is_ignored(parse_ignore([pattern]), path, is_dir=path == "logs") is ignored
+
+
+def test_project_root_is_the_checkout_and_never_an_arbitrary_directory(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    assert project_root() == repo  # tests run from the checkout
+    # An installed wheel has no cloudbuild.yaml next to it: refuse rather than pack (and upload)
+    # whatever directory happens to be there.
+    (tmp_path / "site-packages").mkdir()
+    (tmp_path / "site-packages" / "runtime").mkdir()
+    with pytest.raises(InputError, match="no source tree to build"):
+        project_root([tmp_path / "site-packages", tmp_path])
+    assert project_root([tmp_path / "site-packages", repo]) == repo
