@@ -15,6 +15,7 @@ get and set the policy of their kind of resource:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,11 @@ class IamBinding(Resource):
 
     def _modify(self, cloud: Cloud, change: Callable[[dict[str, set[str]]], bool],
                 action: str) -> bool:
-        for _ in range(_MAX_ATTEMPTS):
+        policy = cloud.policy
+        deadline = time.monotonic() + policy.retry_deadline_s
+        delay = policy.retry_initial_s
+        conflicts = 0
+        while conflicts < _MAX_ATTEMPTS:
             with translated(f"{action} on {self.label}", cloud.project):
                 bindings, handle = self._get(cloud)
                 if not change(bindings):
@@ -91,9 +96,18 @@ class IamBinding(Resource):
                     self._set(cloud, bindings, handle)
                     return True
                 except Exception as exc:
-                    if not self._is_conflict(exc):
+                    if self._is_conflict(exc):
+                        # Someone changed the policy since we read it: re-read and re-apply.
+                        conflicts += 1
+                        continue
+                    if not (_member_not_visible_yet(exc, self.member)
+                            and time.monotonic() + delay < deadline):
                         raise
-                    # Someone changed the policy since we read it: re-read and re-apply.
+                # A service account created seconds ago (by setup, just before this binding)
+                # is not yet known to the IAM policy check: Google answers 400 "Service account
+                # ... does not exist" for a while. Wait and try again, within the retry deadline.
+                time.sleep(delay)
+                delay = min(delay * policy.retry_multiplier, policy.retry_max_s)
         raise CloudError(f"IAM policy of {self.label} keeps changing concurrently",
                          "retry in a minute", EXIT_CONFLICT, kind="conflict")
 
@@ -123,6 +137,22 @@ class IamBinding(Resource):
             if isinstance(err.__cause__, exceptions.NotFound):
                 return False
             raise
+
+
+def _member_not_visible_yet(exc: Exception, member: str) -> bool:
+    """Whether a policy write failed only because IAM does not know ``member``'s service account
+    yet. Creating a service account is eventually consistent: a binding written right after
+    ``create_service_account`` is refused with INVALID_ARGUMENT / HTTP 400 "Service account X
+    does not exist." for some seconds (the same check Terraform's Google provider retries on).
+    """
+    from google.api_core import exceptions
+
+    kind, _, email = member.partition(":")
+    if kind != "serviceAccount" or not isinstance(
+            exc, (exceptions.InvalidArgument, exceptions.BadRequest, exceptions.NotFound)):
+        return False
+    text = str(getattr(exc, "message", "") or exc)
+    return "does not exist" in text and (email in text or "Service account" in text)
 
 
 class GrpcIamBinding(IamBinding):

@@ -269,3 +269,35 @@ def test_json_error_shape(cloud, run_cli):
     error = json.loads(result.stdout)["error"]
     assert error["kind"] == "permission" and error["exit_code"] == 5
     assert "artifactregistry.repositories.create" in error["message"]
+
+
+def test_new_service_accounts_not_yet_visible_to_iam_are_waited_for(cloud, run_cli):
+    # Creating a service account is eventually consistent: for some seconds after
+    # CreateServiceAccount, a policy naming it is refused with 400 / INVALID_ARGUMENT
+    # "Service account ... does not exist." (Cloud Storage and Secret Manager alike).
+    cloud.storage.fail("PUT", f"/b/{BUCKET}/iam", status=400, times=2,
+                       message=f"Service account {BACKEND_SA} does not exist.")
+    cloud.fail_next("SecretManagerService/SetIamPolicy", grpc.StatusCode.INVALID_ARGUMENT,
+                    times=2, message=f"Service account {FRONTEND_SA} does not exist.")
+
+    result = run_cli("setup", "--api-key", API_KEY)
+    assert result.exit_code == 0, result.output
+
+    bucket_policy = cloud.storage.storage.get_bucket_iam_policy(BUCKET)
+    assert f"serviceAccount:{BACKEND_SA}" in {
+        m for b in bucket_policy["bindings"] if b["role"] == "roles/storage.objectViewer"
+        for m in b["members"]}
+    secret_name = f"projects/{cloud.project_number}/secrets/{SECRET}"
+    assert cloud.iam.members(secret_name, "roles/secretmanager.secretAccessor") == {
+        f"serviceAccount:{FRONTEND_SA}"}
+    assert len(cloud.calls("SetIamPolicy", service="SecretManagerService")) == 3
+
+
+def test_a_service_account_that_never_appears_still_fails(cloud, run_cli):
+    cloud.fail_next("SecretManagerService/SetIamPolicy", grpc.StatusCode.INVALID_ARGUMENT,
+                    times=None, message=f"Service account {FRONTEND_SA} does not exist.")
+
+    result = run_cli("setup", "--api-key", API_KEY, env={"ORPHEUS_RETRY_DEADLINE_S": "0.2"})
+    assert result.exit_code != 0
+    assert "does not exist" in result.stderr
+    assert "Traceback" not in result.output

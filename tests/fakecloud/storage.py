@@ -50,6 +50,7 @@ class HttpFault:
     times: int | None
     after: int  # let this many matching requests through first
     query_contains: str = ""
+    message: str = "injected fault"
     seen: int = field(default=0)
 
 
@@ -79,11 +80,12 @@ class StorageEmulator:
 
     # -- test controls -----------------------------------------------------------------------
     def fail(self, verb: str, path_contains: str, status: int = 503, times: int | None = 1,
-             after: int = 0, query_contains: str = "") -> None:
-        """Answer matching requests with ``status`` (after letting ``after`` through)."""
+             after: int = 0, query_contains: str = "", message: str = "injected fault") -> None:
+        """Answer matching requests with ``status`` and a JSON error carrying ``message``
+        (after letting ``after`` through)."""
         with self._lock:
             self.faults.append(HttpFault(verb.upper(), path_contains, status, times, after,
-                                         query_contains))
+                                         query_contains, message))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -146,7 +148,7 @@ class _Handler(EmulatorHandler):
                 self.rfile.read(request.content_length)
             call.code = str(fault.status)
             body = json.dumps({"error": {"code": fault.status,
-                                         "message": "injected fault"}}).encode()
+                                         "message": fault.message}}).encode()
             self.send_response(fault.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
