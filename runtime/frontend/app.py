@@ -19,6 +19,7 @@ from runtime.frontend.access_log import AccessLogMiddleware
 from runtime.frontend.backend_client import BackendClient, GenerationParams, IdTokenProvider
 from runtime.frontend.decode_pool import DecodePool, default_workers
 from runtime.frontend.errors import install_error_handlers
+from runtime.frontend.gate import RequestGate
 from runtime.frontend.logging_setup import install_request_id_stamp
 from runtime.frontend.routes import router
 from runtime.frontend.settings import Settings, load_settings
@@ -103,5 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    # Added first, so it runs inside the access log: refused requests are logged too.
+    app.add_middleware(RequestGate)
     app.add_middleware(AccessLogMiddleware)
     return app

@@ -4,25 +4,31 @@ Keys come from API_KEY_SECRET (several, comma-separated, while a key is being ro
 presented key is compared with every configured key in constant time, without stopping at the first
 match, so the response time says nothing about which key or how much of it matched. Keys are never
 logged: not on success, not on failure.
+
+The check runs twice: in `RequestGate` (gate.py), an ASGI middleware, before the body of a /v1
+request is read (FastAPI reads and parses the body before it runs route dependencies, so a
+dependency alone would buffer and parse an anonymous caller's body), and as the routes' dependency,
+which documents the 401 in the OpenAPI schema and guards any route mounted outside the gate.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
 from fastapi import Request
 
 from runtime.frontend.errors import APIError
 
-__all__ = ["key_matches", "presented_key", "require_api_key"]
+__all__ = ["check_api_key", "key_matches", "presented_key", "require_api_key"]
 
 
-def presented_key(request: Request) -> str | None:
+def presented_key(headers: Mapping[str, str]) -> str | None:
     """`X-API-Key`, or `Authorization: Bearer <key>` (what the OpenAI SDKs send)."""
-    key = request.headers.get("x-api-key")
+    key = headers.get("x-api-key")
     if key:
         return key.strip()
-    auth = request.headers.get("authorization", "")
+    auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
@@ -38,10 +44,9 @@ def key_matches(candidate: str, keys: tuple[bytes, ...]) -> bool:
     return matched
 
 
-async def require_api_key(request: Request) -> None:
-    """FastAPI dependency: 401 in OpenAI's shape unless a configured key was presented."""
-    keys: tuple[bytes, ...] = request.app.state.settings.api_keys
-    candidate = presented_key(request)
+def check_api_key(headers: Mapping[str, str], keys: tuple[bytes, ...]) -> None:
+    """Raise a 401 APIError in OpenAI's shape unless a configured key was presented."""
+    candidate = presented_key(headers)
     if candidate is None:
         raise APIError(
             401,
@@ -56,3 +61,8 @@ async def require_api_key(request: Request) -> None:
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+async def require_api_key(request: Request) -> None:
+    """FastAPI dependency: 401 in OpenAI's shape unless a configured key was presented."""
+    check_api_key(request.headers, request.app.state.settings.api_keys)

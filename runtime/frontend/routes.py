@@ -19,8 +19,8 @@ from runtime.frontend.speech import SpeechService, SpeechStats
 __all__ = ["router"]
 
 router = APIRouter()
-# Every route but /health needs a key; the dependency runs before the body is validated, so an
-# unauthenticated caller learns nothing about the schema.
+# Every route but /health needs a key. `RequestGate` (gate.py) checks it before the body is read;
+# the dependency repeats the check and documents the 401 in the schema.
 v1 = APIRouter(
     prefix="/v1",
     dependencies=[Depends(require_api_key)],

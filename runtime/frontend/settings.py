@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         return tuple(k.strip().encode() for k in raw if k.strip())
 
     @property
+    def max_body_bytes(self) -> int:
+        """Largest request body read: room for the longest input with every character escaped as
+        a JSON surrogate pair (12 bytes), plus the other fields; at least 1 MiB."""
+        return max(1 << 20, 12 * self.max_input_chars + (64 << 10))
+
+    @property
     def voices_extra(self) -> tuple[str, ...]:
         return tuple(v.strip().lower() for v in self.extra_voices.split(",") if v.strip())
 

@@ -92,3 +92,30 @@ def test_no_key_in_any_log(rotating, caplog):
     assert "POST /v1/audio/speech 200" in logged
     for secret in (OLD, NEW, "sk-attacker-guess-123456"):
         assert secret not in logged  # ...without any key, right or wrong
+
+
+def test_anonymous_malformed_json_is_401_not_a_parse_error(frontend):
+    # The key is checked before the body is read or parsed: an anonymous caller never reaches the
+    # JSON parser (FastAPI parses the body before it runs route dependencies).
+    response = httpx.post(
+        f"{frontend.base_url}/v1/audio/speech",
+        headers={"Content-Type": "application/json"},
+        content=b"{not json",
+    )
+    assert_401(response, "missing_api_key")
+
+
+def test_anonymous_body_is_never_read(frontend):
+    # A client announces a 100 MB body and sends none of it: the 401 must come at once, without
+    # waiting for (and buffering) the body of a caller who has no key.
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(frontend.base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100000000\r\n\r\n{"input": "'
+        )
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -115,3 +117,38 @@ def test_unknown_route_has_openai_shape(frontend):
     response = httpx.get(f"{frontend.base_url}/v1/nothing", headers=frontend.headers())
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_oversized_body_is_413_before_it_is_read(frontend, fake_backend):
+    # A declared length over the limit is refused from the headers alone...
+    huge = b'{"input": "' + b"a" * (4 * 1024 * 1024) + b'", "voice": "tara"}'
+    response = post(frontend, content=huge)
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "request_too_large"
+
+    # ...and a chunked body (no Content-Length) is cut off as soon as it passes the limit.
+    def chunks():
+        for i in range(0, len(huge), 65536):
+            yield huge[i : i + 65536]
+
+    response = httpx.post(
+        f"{frontend.base_url}/v1/audio/speech",
+        headers={**frontend.headers(), "Content-Type": "application/json"},
+        content=chunks(),
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert fake_backend.completions == []
+
+
+def test_body_limit_leaves_room_for_the_longest_input(frontend_factory):
+    # The longest accepted input, every character escaped as a JSON surrogate pair (12 bytes).
+    app = frontend_factory(ORPHEUS_MAX_INPUT_CHARS="200000")
+    text = "\U0001f600" * 200_000
+    body = json.dumps({**GOOD, "input": text}).encode()
+    assert len(body) > 1024 * 1024
+    response = post(app, content=body)
+    # Not refused for its size (the model then rejects nothing: the fake backend speaks anyway).
+    assert response.status_code != 413, response.text
