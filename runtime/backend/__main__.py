@@ -10,14 +10,16 @@ ORPHEUS_BACKEND_HOST (0.0.0.0), MODEL_STAGING (auto | always | never), MODEL_STA
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from runtime.backend.engines import EngineError, engine_command
 from runtime.backend.model_file import ModelError, filesystem_type, resolve_model
 from runtime.backend.settings import ENGINES, ConfigError, load_settings
-from runtime.backend.staging import parallel_copy, should_stage
+from runtime.backend.staging import parallel_copy, release, should_stage
 from runtime.backend.supervisor import StepClock, configure_logging, run_engine
 
 log = logging.getLogger("orpheus.backend")
@@ -53,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock.step(f"model visible: {model} ({size / 1e9:.2f} GB, {fstype or 'unknown'} filesystem)")
 
     stage, why = should_stage(settings.staging, fstype, size, settings.staging_dir)
+    staged_copy: Path | None = None
     if stage:
         try:
             staged = parallel_copy(model, settings.staging_dir, settings.staging_threads)
@@ -60,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("copying the model to %s failed (%s); loading it in place",
                         settings.staging_dir, exc)
         else:
-            model = staged.path
+            model = staged_copy = staged.path
             clock.step(f"model read: copied to {model} ({why}) at {staged.mb_per_s:.0f} MB/s "
                        f"with {settings.staging_threads} threads")
     else:
@@ -74,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("engine %s: %d parallel slots of %d tokens, %d GPU layers, port %d",
              command.name, settings.n_parallel if command.name == "llama-server" else 1,
              settings.slot_ctx, settings.n_gpu_layers, settings.port)
-    return run_engine(command, settings.port, clock)
+    # The staged copy is memory (/dev/shm) that the loaded server no longer reads.
+    on_ready = functools.partial(release, staged_copy) if staged_copy is not None else None
+    return run_engine(command, settings.port, clock, on_ready)
 
 
 if __name__ == "__main__":

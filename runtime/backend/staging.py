@@ -8,6 +8,10 @@ range, into ``/dev/shm`` (memory-backed on Cloud Run, counted against the instan
 the server loads from there. The launcher logs the copy's MB/s and each step's time, so the
 choice can be checked on a real deploy (``MODEL_STAGING=never`` to compare).
 
+The copy is only needed while the server reads it: once the server is ready (the weights are in
+GPU memory; it loads without mmap), the launcher deletes it, so that the instance's memory holds
+the model file only during start-up and not, next to the server, for the instance's whole life.
+
 On a local disk the copy only adds time (measured on the CI machine, 0.85 GB Q8_0 GGUF,
 llama-server on CPU: ready in 4.0-4.7 s loading in place vs 5.0-8.8 s with the copy, which ran at
 ~500 MB/s), so ``auto`` skips it there.
@@ -15,6 +19,7 @@ llama-server on CPU: ready in 4.0-4.7 s loading in place vs 5.0-8.8 s with the c
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -22,6 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("orpheus.backend")
 
 CHUNK_BYTES = 64 * 1024 * 1024
 _NETWORK_FILESYSTEMS = ("fuse", "nfs", "9p", "cifs", "smb")
@@ -84,6 +91,18 @@ def parallel_copy(source: Path, target_dir: Path, threads: int,
         partial.unlink(missing_ok=True)
         raise
     return StagingResult(target, time.perf_counter() - start, size)
+
+
+def release(path: Path) -> None:
+    """Delete the staged copy once the server has loaded it: on Cloud Run a file in /dev/shm
+    is instance memory (a 3.5 GB model of a 16 GiB instance) until it is removed."""
+    try:
+        size = path.stat().st_size
+        path.unlink()
+    except OSError as exc:
+        log.warning("could not delete the staged model %s (%s)", path, exc)
+    else:
+        log.info("deleted the staged model %s: %.2f GB of memory freed", path, size / 1e9)
 
 
 def _copy_ranges(source: Path, dst: int, size: int, threads: int, chunk: int) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from runtime.backend.engines import EngineCommand
@@ -44,7 +45,7 @@ class StepClock:
 
 
 def _watch_readiness(url: str, clock: StepClock, child: subprocess.Popen[bytes],
-                     stop: threading.Event) -> None:
+                     stop: threading.Event, on_ready: Callable[[], None] | None) -> None:
     listening = False
     while not stop.is_set() and child.poll() is None:
         code = http_status(url)
@@ -54,12 +55,18 @@ def _watch_readiness(url: str, clock: StepClock, child: subprocess.Popen[bytes],
                 clock.step(f"listening, loading weights (GET {url} -> {code})")
         if code == 200:
             clock.step(f"weights loaded, ready (GET {url} -> 200)")
+            if on_ready is not None:
+                on_ready()
             return
         stop.wait(0.1)
 
 
-def run_engine(command: EngineCommand, port: int, clock: StepClock) -> int:
-    """Run the engine until it exits; return the launcher's exit code."""
+def run_engine(command: EngineCommand, port: int, clock: StepClock,
+               on_ready: Callable[[], None] | None = None) -> int:
+    """Run the engine until it exits; return the launcher's exit code.
+
+    ``on_ready`` runs once, in the readiness thread, when the engine first reports ready.
+    """
     log.info("starting %s: %s", command.name, " ".join(command.argv))
     child = subprocess.Popen(command.argv, start_new_session=True,
                              preexec_fn=death_signal(signal.SIGTERM))
@@ -76,7 +83,7 @@ def run_engine(command: EngineCommand, port: int, clock: StepClock) -> int:
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     watcher = threading.Thread(
         target=_watch_readiness, name="readiness", daemon=True,
-        args=(f"http://127.0.0.1:{port}{command.health_path}", clock, child, stop),
+        args=(f"http://127.0.0.1:{port}{command.health_path}", clock, child, stop, on_ready),
     )
     watcher.start()
     try:

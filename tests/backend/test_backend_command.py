@@ -202,6 +202,36 @@ def test_sigterm_stops_the_server_cleanly(image: FinalStage, app_dir: Path,
         stop(process, signal.SIGKILL)
 
 
+def test_a_staged_copy_is_deleted_once_the_model_is_loaded(
+    image: FinalStage, app_dir: Path, llama_server_bin: Path, tiny_gguf_q8: Path, tmp_path: Path
+) -> None:
+    # On Cloud Run the copy lives in /dev/shm, i.e. in the instance's memory: kept after the
+    # load, a 3.5 GB model would hold that much of a 16 GiB instance for nothing.
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    env = _cloud_run_env(image, tmp_path, MODEL_PATH=str(tiny_gguf_q8),
+                         LLAMA_SERVER_BIN=str(llama_server_bin), MODEL_STAGING="always",
+                         MODEL_STAGING_DIR=str(shm))
+    log = tmp_path / "log"
+    process = _run(image, app_dir, env, log)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    try:
+        deadline = time.monotonic() + 60
+        while "deleted the staged model" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert f"model read: copied to {shm / tiny_gguf_q8.name}" in log.read_text()
+        assert http_status(f"{url}/health") == 200
+        assert list(shm.iterdir()) == []
+        events: list[tuple[float, str]] = []
+        result: dict[str, object] = {}
+        _stream(url, events, result)  # the loaded server does not need the file any more
+        assert result == {"status": 200, "finish_reason": "stop"}
+        assert [text for _, text in events] == audio_token_texts()
+    finally:
+        stop(process)
+
+
 def test_llama_cpp_python_engine_serves_the_same_stream(
     image: FinalStage, app_dir: Path, tiny_gguf_q8: Path, tmp_path: Path
 ) -> None:
