@@ -2,10 +2,11 @@
 `llama-server`, `llama_cpp.server`, LM Studio: anything that streams completions as SSE).
 
 Retries: a cold Cloud Run GPU instance answers 503 (or 429 when every slot is busy, or 502 from
-Cloud Run's front end while an instance starts) and a backend that is still starting refuses
-connections; those are retried with exponential backoff and jitter (honouring `Retry-After`)
-until the caller's deadline. Any other answer fails at once with the backend's own
-message, because retrying a 400 only delays the same error.
+Cloud Run's front end while an instance starts), a backend that is still starting refuses
+connections, and one that crashed closes them without an answer; those are retried with
+exponential backoff and jitter (honouring `Retry-After`) until the caller's deadline. Any other
+answer fails at once with the backend's own message, because retrying a 400 only delays the same
+error.
 """
 
 from __future__ import annotations
@@ -158,6 +159,16 @@ class BackendClient:
                 response = await self._http.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 reason = f"cannot connect to the backend ({type(exc).__name__})"
+            except httpx.ReadTimeout as exc:
+                raise BackendTimeout(
+                    f"the backend sent no answer for {self._stall_timeout:g} s"
+                ) from exc
+            except (httpx.RemoteProtocolError, httpx.NetworkError, httpx.WriteTimeout) as exc:
+                # Closed before answering: an instance that crashed or is being replaced, or a
+                # keep-alive connection the server closed as the request went out. Nothing was
+                # generated for us, so this is retried like a refused connection.
+                kind = type(exc).__name__
+                reason = f"the backend closed the connection without answering ({kind})"
             else:
                 if response.status_code == 200:
                     return response

@@ -209,3 +209,47 @@ def test_server_ignoring_stream_flag_still_works(frontend, fake_backend):
     response = post(frontend, response_format="pcm")
     assert response.status_code == 200
     assert pcm_samples(response.content).size == 6 * SAMPLES_PER_FRAME
+
+
+def test_connection_dropped_before_the_answer_is_retried(frontend, fake_backend):
+    # A backend that closes the connection without answering (an instance that crashed, a stale
+    # keep-alive connection) is retried like one that refuses connections...
+    fake_backend.script(Behavior.drop())
+    response = post(frontend, response_format="pcm")
+    assert response.status_code == 200, response.text
+    assert pcm_samples(response.content).size == 10 * SAMPLES_PER_FRAME
+    assert [r.behavior.kind for r in fake_backend.completions] == ["drop", "stream"]
+
+
+def test_connection_dropped_until_the_deadline_is_503(frontend_factory, fake_backend):
+    # ...and one that keeps doing it is a 503 in OpenAI's shape, not a 500 "internal error".
+    fake_backend.default = Behavior.drop()
+    app = frontend_factory(ORPHEUS_API_TIMEOUT="1")
+    error = assert_error(post(app), 503, "backend_unavailable")
+    assert "connection" in error["message"]
+    assert len(fake_backend.completions) >= 2
+
+
+def test_second_segment_hanging_before_headers_is_a_timeout(frontend_factory, fake_backend, caplog):
+    # Long input: the first segment's audio is out, the second request gets no answer at all.
+    caplog.set_level(logging.INFO)
+    fake_backend.script(Behavior.stream(6), Behavior.hang())
+    app = frontend_factory(ORPHEUS_SEGMENT_CHARS="40", ORPHEUS_API_TIMEOUT="1")
+    text = "This is the first sentence here. And this is the second one, also long."
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST",
+            f"{app.base_url}/v1/audio/speech",
+            headers=app.headers(),
+            json={**BODY, "input": text, "response_format": "pcm"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        for _ in response.iter_bytes():
+            pass
+    # The stream ends visibly, reported as the backend timing out, not as an internal failure.
+    assert not [r for r in caplog.records if "pipeline failed" in r.getMessage()]
+    access = [r for r in caplog.records if r.name == "orpheus.frontend.access"]
+    assert access[-1].__dict__["outcome"] == "aborted"
+    assert "sent no answer" in access[-1].__dict__["error"]
