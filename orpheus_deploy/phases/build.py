@@ -113,6 +113,7 @@ def run_build(settings: Settings, cloud: Cloud, *, force: bool = False,
                                      "frontend": state.frontend_image_digest or ""})
     config = load_build_config(root)
     bucket = ensure_build_bucket(settings, cloud)
+    grant_builder_access(settings, cloud, bucket)
     source_object = upload_context(cloud, bucket, context)
     request = build_request(settings, config, bucket, source_object)
     build = submit_and_follow(settings, cloud, request, on_log or (lambda _line: None))
@@ -149,6 +150,63 @@ def ensure_build_bucket(settings: Settings, cloud: Cloud) -> str:
             bucket.add_lifecycle_delete_rule(age=7)
             bucket.patch()
     return name
+
+
+# What the account that runs the build needs, granted on the two resources it touches only.
+# Cloud Build docs (store-view-build-logs): a user-created logs bucket needs Storage Admin for the
+# build's service account unless it is the legacy Cloud Build account; the same bucket holds the
+# source archive it fetches. Pushing the images needs Artifact Registry Writer on the repository.
+BUILD_BUCKET_ROLE = "roles/storage.admin"
+REGISTRY_WRITER_ROLE = "roles/artifactregistry.writer"
+
+
+def builder_account(settings: Settings, cloud: Cloud) -> str | None:
+    """The e-mail of the account Cloud Build runs this project's builds as, or None when Cloud
+    Build cannot say (then the build runs as before and a failure is explained afterwards).
+
+    Since 2024, new projects build as the Compute Engine default service account
+    (PROJECT_NUMBER-compute@developer.gserviceaccount.com), which in organizations that disable
+    the automatic Editor grant to default accounts has no role at all: it could neither read the
+    uploaded source, write the log to our logs bucket, nor push to the repository."""
+    from google.api_core import exceptions
+
+    name = f"projects/{settings.names.project}/locations/global/defaultServiceAccount"
+    try:
+        account = cloud.cloud_build().get_default_service_account(name=name, retry=cloud.retry)
+    except exceptions.GoogleAPICallError:
+        return None
+    # "projects/{project}/serviceAccounts/{email}"; empty when builds have no default account.
+    email = account.service_account_email.rsplit("/", 1)[-1]
+    return email or None
+
+
+def grant_builder_access(settings: Settings, cloud: Cloud, bucket: str) -> list[Result]:
+    """Let the build's account read and write the build bucket and push to our repository
+    (bindings on those two resources only; nothing project-wide). Idempotent: an existing
+    binding is read, not written again."""
+    from orpheus_deploy.resources.base import reconcile
+    from orpheus_deploy.resources.iam import BucketIamBinding, GrpcIamBinding
+
+    email = builder_account(settings, cloud)
+    if email is None:
+        return []
+    member = f"serviceAccount:{email}"
+    n = settings.names
+    bindings = [
+        BucketIamBinding(settings, BUILD_BUCKET_ROLE, member, bucket=bucket),
+        GrpcIamBinding(settings, lambda c: c.artifact_registry(), n.repo_path,
+                       REGISTRY_WRITER_ROLE, member, label=f"repository/{n.repo}"),
+    ]
+    results = []
+    for binding in bindings:
+        try:
+            results.append(reconcile(binding, cloud))
+        except CloudError as err:
+            # Without the right to change these policies the build may still work (the legacy
+            # Cloud Build account has project-wide roles); if it does not, its failure says so.
+            if err.kind != "permission":
+                raise
+    return results
 
 
 def upload_context(cloud: Cloud, bucket: str, context: BuildContext) -> str:

@@ -188,8 +188,10 @@ class SecretIamBinding(GrpcIamBinding):
 
 
 class BucketIamBinding(IamBinding):
-    def __init__(self, settings: Settings, role: str, member: str):
-        bucket = settings.names.bucket
+    """A binding on the model bucket, or on ``bucket`` when given (e.g. the build bucket)."""
+
+    def __init__(self, settings: Settings, role: str, member: str, bucket: str | None = None):
+        bucket = bucket or settings.names.bucket
         super().__init__(settings, bucket, role, member, label=f"bucket/{bucket}")
 
     def _get(self, cloud: Cloud) -> tuple[dict[str, set[str]], Any]:

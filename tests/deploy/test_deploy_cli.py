@@ -180,6 +180,34 @@ def test_failed_build_step_shows_its_log_tail(cloud: Any, run_cli: Any, model_fi
     assert len(cloud.services["cloudbuild"].builds) == 2
 
 
+def test_build_grants_its_service_account_the_build_bucket_and_the_repository(
+        cloud: Any, run_cli: Any) -> None:
+    # A project created since 2024 builds as the Compute Engine default account, which has no
+    # role at all where the organization disables the automatic Editor grant: it cannot read the
+    # source, write the log to our logs bucket, or push the images unless `build` grants that.
+    builds = cloud.services["cloudbuild"]
+    builds.builder_needs_grants = True
+    assert run_cli("setup").exit_code == 0
+    result = run_cli("--json", "build")
+    assert result.exit_code == 0, result.everything
+    assert json.loads(result.stdout)["skipped"] is False
+
+    member = f"serviceAccount:{builds.default_service_account}"
+    policy = cloud.storage.storage.get_bucket_iam_policy(f"orpheus-build-{PROJECT}")
+    assert {b["role"] for b in policy["bindings"] if member in b["members"]} == {
+        "roles/storage.admin"}
+    repo = f"projects/{PROJECT}/locations/us-central1/repositories/orpheus-repo"
+    assert cloud.iam.members(repo, "roles/artifactregistry.writer") == {member}
+    # Granted on those two resources only, never project-wide.
+    assert not cloud.calls("SetIamPolicy", service="resourcemanager.v3.Projects")
+
+    # A forced rebuild finds the bindings in place and writes no policy.
+    cloud.clear_log()
+    again = run_cli("--json", "build", "--force")
+    assert again.exit_code == 0, again.everything
+    assert not [c for c in cloud.mutating_calls() if "iam" in c.method.lower()]
+
+
 def test_plan_on_a_fresh_project_lists_everything_to_create(cloud: Any, run_cli: Any) -> None:
     result = run_cli("--json", "plan")
     assert result.exit_code == 0, result.everything

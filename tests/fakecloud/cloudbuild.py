@@ -8,6 +8,13 @@ for tests to assert what was uploaded.
 
 Per-test outcomes: ``fail_steps[step_id] = ["log line", ...]`` makes that step fail after
 printing those lines; ``step_logs[step_id]`` adds lines to a successful step.
+
+Builds run as ``default_service_account`` (GetDefaultServiceAccount answers with it: the Compute
+Engine default account, as on projects created since 2024). With ``builder_needs_grants`` set, that
+account has no project-wide role (an organization that disables the automatic Editor grant to
+default accounts), so, as on Cloud Build, a logs bucket it cannot write is refused at CreateBuild,
+FETCHSOURCE fails without read access to the source bucket, and the push fails without write
+access to the repository.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ from google.protobuf import timestamp_pb2
 from tests.fakecloud.core import FakeService, invalid, not_found, rpc
 
 Status = cloudbuild_v1.Build.Status
+# Roles that let the build's account read the source bucket / push to a repository.
+_BUCKET_READ = frozenset({"roles/storage.admin", "roles/storage.objectAdmin",
+                          "roles/storage.objectViewer"})
+_REPO_WRITE = frozenset({"roles/artifactregistry.writer", "roles/artifactregistry.repoAdmin",
+                         "roles/artifactregistry.admin"})
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -54,6 +66,34 @@ class CloudBuildFake(FakeService):
         self.fail_steps: dict[str, list[str]] = {}
         self.step_logs: dict[str, list[str]] = {}
         self.queued_polls = 1  # GetBuild calls that still answer QUEUED
+        self.default_service_account = (
+            f"{cloud.project_number}-compute@developer.gserviceaccount.com")
+        self.builder_needs_grants = False
+
+    # -- the build's service account and what it may touch --------------------------------------
+    def _builder_has(self, bucket: str, roles: frozenset[str]) -> bool:
+        if not self.builder_needs_grants:
+            return True
+        member = f"serviceAccount:{self.default_service_account}"
+        emulator = getattr(self.cloud, "storage", None)
+        if emulator is None:
+            return True
+        try:
+            policy = emulator.storage.get_bucket_iam_policy(bucket) or {}
+        except Exception:
+            return False
+        return any(b["role"] in roles and member in b["members"]
+                   for b in policy.get("bindings", []))
+
+    def _builder_can_push(self, image: str) -> bool:
+        if not self.builder_needs_grants:
+            return True
+        # REGION-docker.pkg.dev/PROJECT/REPO/IMAGE:TAG
+        host, project, repo = image.split("/")[:3]
+        region = host.removesuffix("-docker.pkg.dev")
+        resource = f"projects/{project}/locations/{region}/repositories/{repo}"
+        member = f"serviceAccount:{self.default_service_account}"
+        return any(member in self.cloud.iam.members(resource, role) for role in _REPO_WRITE)
 
     # -- storage (the emulator) --------------------------------------------------------------
     def _bucket(self, name: str) -> Any:
@@ -76,6 +116,10 @@ class CloudBuildFake(FakeService):
             return "no storage emulator attached to the fake cloud"
         from google.api_core import exceptions
 
+        if not self._builder_has(src.bucket, _BUCKET_READ):
+            return (f"{self.default_service_account} does not have storage.objects.get access to "
+                    f"the Google Cloud Storage object. Permission 'storage.objects.get' denied on "
+                    f"resource (or it may not exist).")
         try:
             data = bucket.blob(src.object_).download_as_bytes()
         except exceptions.NotFound:
@@ -181,6 +225,14 @@ class CloudBuildFake(FakeService):
         fb.log.append("PUSH")
         images = []
         for image in b.images:
+            if not self._builder_can_push(image):
+                fb.log.append(f"Pushing {image}")
+                fb.log.append('denied: Permission "artifactregistry.repositories.'
+                              'uploadArtifacts" denied on resource (or it may not exist).')
+                b.status = Status.FAILURE
+                b.status_detail = f"failed to push {image}: denied"
+                b.finish_time = _now()
+                return
             digest = "sha256:" + hashlib.sha256(
                 f"{image}|{b.source.storage_source.object_}".encode()).hexdigest()
             images.append(cloudbuild_v1.BuiltImage(name=image, digest=digest))
@@ -208,6 +260,10 @@ class CloudBuildFake(FakeService):
                           "must either (a) specify 'build.logs_bucket', (b) use the "
                           "REGIONAL_USER_OWNED_BUCKET build.options.default_logs_bucket_behavior "
                           "option, or (c) use either CLOUD_LOGGING_ONLY / NONE logging options")
+        logs_bucket = b.logs_bucket.removeprefix("gs://").partition("/")[0]
+        if logs_bucket and not self._builder_has(logs_bucket, frozenset({"roles/storage.admin"})):
+            raise invalid(f'invalid bucket "{logs_bucket}"; service account '
+                          f"{self.default_service_account} does not have access to the bucket")
         b.id = str(uuid.uuid4())
         b.name = f"projects/{self.cloud.project_number}/locations/global/builds/{b.id}"
         b.project_id = request.project_id
@@ -224,6 +280,14 @@ class CloudBuildFake(FakeService):
         return self.cloud.operations.start(
             result=None, polls=len(b.steps) + 4, metadata=meta,
             on_done=lambda: cloudbuild_v1.Build(self.builds[b.id].build))
+
+    @rpc("cloudbuild.builds.get")
+    def get_default_service_account(self, request: Any, context: Any) -> Any:
+        project = self.check_project(request.name)
+        return cloudbuild_v1.DefaultServiceAccount(
+            name=request.name,
+            service_account_email=f"projects/{project}/serviceAccounts/"
+                                  f"{self.default_service_account}")
 
     @rpc("cloudbuild.builds.get")
     def get_build(self, request: Any, context: Any) -> Any:
