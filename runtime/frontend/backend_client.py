@@ -206,10 +206,22 @@ class BackendClient:
                 if text:
                     yield text
                 return
+            event_name = ""
             async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # comments, `event:` lines, keep-alives
-                data = line[5:].strip()
+                if line.startswith("data:"):
+                    data = line[5:].strip()
+                elif line.startswith("error:"):
+                    # Older llama-server builds report a failed slot as an `error: {...}` line.
+                    failure = _parse_json(line[6:].strip())
+                    raise BackendError(
+                        f"the backend failed mid-stream: {_error_text({'error': failure})}"
+                    )
+                else:
+                    if line.startswith("event:"):
+                        event_name = line[6:].strip()
+                    elif not line:
+                        event_name = ""  # an event ends at a blank line
+                    continue  # comments, keep-alives, `id:` and `retry:` fields
                 if data == "[DONE]":
                     return
                 try:
@@ -218,6 +230,12 @@ class BackendClient:
                     raise BackendError(
                         f"the backend sent an unreadable event: {data[:100]}"
                     ) from exc
+                if event_name == "error":  # `event: error`, the error object as its data
+                    raise BackendError(
+                        f"the backend failed mid-stream: {_error_text({'error': event})}"
+                    )
+                if not isinstance(event, dict):
+                    raise BackendError(f"the backend sent an unexpected event: {data[:100]}")
                 if "error" in event:
                     raise BackendError(f"the backend failed mid-stream: {_error_text(event)}")
                 text = _choice_text(event)
@@ -236,6 +254,13 @@ def _choice_text(event: dict[str, Any]) -> str:
     if not choices:
         return str(event.get("content", ""))  # llama-server's native /completion shape
     return str(choices[0].get("text") or "")
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _error_text(event: dict[str, Any]) -> str:

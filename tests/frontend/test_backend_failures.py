@@ -253,3 +253,26 @@ def test_second_segment_hanging_before_headers_is_a_timeout(frontend_factory, fa
     access = [r for r in caplog.records if r.name == "orpheus.frontend.access"]
     assert access[-1].__dict__["outcome"] == "aborted"
     assert "sent no answer" in access[-1].__dict__["error"]
+
+
+@pytest.mark.parametrize("style", ["line", "event"])
+def test_error_in_other_sse_framings_is_seen(frontend, fake_backend, style):
+    # Older llama-server builds send `error: {...}`; other SSE servers `event: error` + data.
+    # Before audio: a 502 with the backend's message, not "no audio tokens".
+    fake_backend.script(Behavior.error_event(after_frames=0, error_style=style))
+    error = assert_error(post(frontend), 502, "backend_error")
+    assert "slot crashed" in error["message"]
+    # After audio: the stream is cut visibly, not ended as if the speech were complete.
+    fake_backend.script(Behavior.error_event(after_frames=8, error_style=style))
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST",
+            f"{frontend.base_url}/v1/audio/speech",
+            headers=frontend.headers(),
+            json={**BODY, "response_format": "pcm"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        for _ in response.iter_bytes():
+            pass
