@@ -154,6 +154,15 @@ def explain_failure(message: str, settings: Settings, service: str) -> CloudErro
             f"{settings.region} ({metric}) at {QUOTA_CONSOLE.format(project=project)}, then "
             "re-run the same command; it continues where it stopped",
             EXIT_QUOTA, kind="quota")
+    if "quota" in lowered:
+        # Cloud Run's regional CPU / memory allocation quotas, e.g. "Max instances must be set to
+        # 0 or fewer to set the requested total CPU. ... Quota violated: CpuAllocPerProjectRegion
+        # requested: 60000 allowed: 20000": the spec is valid; the project lacks quota for it.
+        return CloudError(
+            f"Cannot deploy {service}: not enough Cloud Run quota in {settings.region}: {text}",
+            "lower the service's max instances (or its CPU/memory) in orpheus.toml, or request "
+            f"more quota at {QUOTA_CONSOLE.format(project=project)}, then re-run the same "
+            "command; it continues where it stopped", EXIT_QUOTA, kind="quota")
     if re.search(r"container failed to start|failed to start and listen|startup probe",
                  lowered):
         return CloudError(

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from google.cloud import run_v2
 
@@ -160,6 +161,27 @@ def test_quota_and_invalid_spec_are_explained(cloud: Any, run_cli: Any, model_fi
     assert result.exit_code != 0
     assert "Total cpu < 4 is not supported with GPU" in result.stderr
     assert "Traceback" not in result.everything
+
+
+def test_cpu_or_memory_quota_is_explained_as_quota(cloud: Any, run_cli: Any,
+                                                  model_file: Path) -> None:
+    # Cloud Run's answer when the regional CPU allocation quota is short (its wording, from a
+    # real deploy): it says "must", but the spec is fine and the fix is quota or fewer instances.
+    assert deploy_all(run_cli, model_file, "--no-test").exit_code == 0
+    cloud.fail_next(
+        "UpdateService", grpc.StatusCode.INVALID_ARGUMENT,
+        message="spec.template.metadata.annotations[autoscaling.knative.dev/maxScale]: Max "
+                "instances must be set to 0 or fewer to set the requested total CPU. Consider "
+                "running your workload in a region with greater capacity, or requesting an "
+                "increase in quota for this region if you are seeing sustained usage near this "
+                "limit, see https://cloud.google.com/run/quotas. Quota violated: "
+                "CpuAllocPerProjectRegion requested: 60000 allowed: 20000")
+    result = run_cli("deploy-frontend", env={"ORPHEUS_FRONTEND_CPU": "2"})
+    assert result.exit_code == 7, result.everything
+    assert "not enough Cloud Run quota in us-central1" in result.stderr
+    assert "CpuAllocPerProjectRegion" in result.stderr
+    assert "console.cloud.google.com/iam-admin/quotas?project=test-project" in result.stderr
+    assert "rejected the spec" not in result.stderr
 
 
 def test_failed_build_step_shows_its_log_tail(cloud: Any, run_cli: Any, model_file: Path) -> None:
