@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import secrets
 import string
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
-from orpheus_deploy.errors import InputError
+from orpheus_deploy.errors import CloudError, InputError
 from orpheus_deploy.gcp import Cloud
 from orpheus_deploy.resources.apis import Apis
-from orpheus_deploy.resources.base import PhaseReport, Resource, reconcile
+from orpheus_deploy.resources.base import UNCHANGED, PhaseReport, Resource, Result, reconcile
 from orpheus_deploy.resources.bucket import ModelBucket
 from orpheus_deploy.resources.iam import BucketIamBinding, SecretIamBinding
 from orpheus_deploy.resources.registry import Registry
@@ -112,17 +113,50 @@ def setup_resources(settings: Settings) -> list[Resource]:
     ]
 
 
+# How long an API enabled by this run may still answer SERVICE_DISABLED. Google's own message
+# says "If you enabled this API recently, wait a few minutes for the action to propagate to our
+# systems and retry": the enable operation completes before every API front end knows.
+API_PROPAGATION_S = 300.0
+
+
+def _reconcile_while_apis_propagate(resource: Resource, cloud: Cloud) -> Result:
+    """``reconcile``, retried while an API that this run has just enabled still says it is
+    disabled (only then: an API disabled for another reason fails at once, as before)."""
+    policy = cloud.policy
+    started = time.monotonic()
+    deadline = started + min(API_PROPAGATION_S, policy.operation_timeout_s)
+    delays = policy.poll_delays()
+    while True:
+        try:
+            return reconcile(resource, cloud)
+        except CloudError as err:
+            delay = next(delays)
+            if err.kind != "api_disabled" or time.monotonic() + delay > deadline:
+                raise
+            if cloud.progress is not None:
+                cloud.progress(f"{resource.key} (waiting for the APIs just enabled)",
+                               time.monotonic() - started)
+            time.sleep(delay)
+
+
 def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = False,
               cloud: Cloud | None = None) -> PhaseReport:
     cloud = cloud or Cloud(settings)
     cloud.ensure_credentials()
     settings.require_project()
     report = PhaseReport("setup")
+    apis_enabled_now = False
     for resource in setup_resources(settings):
         with ui.spinner(f"{resource.key}") as progress:
             cloud.progress = progress
-            report.results.append(reconcile(resource, cloud))
+            if apis_enabled_now:
+                result = _reconcile_while_apis_propagate(resource, cloud)
+            else:
+                result = reconcile(resource, cloud)
+            report.results.append(result)
         cloud.progress = None
+        if isinstance(resource, Apis) and result.action != UNCHANGED:
+            apis_enabled_now = True
         if isinstance(resource, ApiKeySecret):
             with ui.spinner(f"{resource.key}/version"):
                 result = resource.ensure_version(cloud, key.value, rotate=rotate_key)

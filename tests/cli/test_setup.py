@@ -301,3 +301,37 @@ def test_a_service_account_that_never_appears_still_fails(cloud, run_cli):
     assert result.exit_code != 0
     assert "does not exist" in result.stderr
     assert "Traceback" not in result.output
+
+
+def _iam_disabled_fault(cloud, times):
+    # Google's wording and ErrorInfo for an API that is off, or was enabled moments ago.
+    cloud.fail_next(
+        "CreateServiceAccount", grpc.StatusCode.PERMISSION_DENIED, times=times,
+        message=f"Identity and Access Management (IAM) API has not been used in project {PROJECT} "
+                "before or it is disabled. Enable it by visiting https://console.developers."
+                f"google.com/apis/api/iam.googleapis.com/overview?project={PROJECT} then retry. "
+                "If you enabled this API recently, wait a few minutes for the action to "
+                "propagate to our systems and retry.",
+        reason="SERVICE_DISABLED",
+        metadata={"service": "iam.googleapis.com", "consumer": f"projects/{PROJECT}"})
+
+
+def test_apis_enabled_by_this_run_are_given_time_to_propagate(cloud, run_cli):
+    # The enable operation is done before every API's front end knows: the next calls may
+    # still answer SERVICE_DISABLED for a while.
+    _iam_disabled_fault(cloud, times=2)
+    result = run_cli("setup", "--api-key", API_KEY)
+    assert result.exit_code == 0, result.output
+    assert set(cloud.services["iam"].accounts) == {BACKEND_SA, FRONTEND_SA}
+    assert len(cloud.calls("CreateServiceAccount")) == 4
+
+
+def test_an_api_disabled_while_setup_enabled_nothing_fails_at_once(cloud, run_cli):
+    assert run_cli("setup", "--api-key", API_KEY).exit_code == 0
+    cloud.services["iam"].accounts.clear()
+    cloud.clear_log()
+    _iam_disabled_fault(cloud, times=None)
+    result = run_cli("setup")
+    assert result.exit_code != 0
+    assert "iam.googleapis.com API is disabled" in result.stderr
+    assert len(cloud.calls("CreateServiceAccount")) == 1
