@@ -201,7 +201,14 @@ class BackendClient:
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # Some servers ignore `stream`; accept one JSON completion rather than fail.
-                body = json.loads(await response.aread())
+                raw = await response.aread()
+                body = _parse_json(raw.decode("utf-8", "replace"))
+                if not isinstance(body, dict):
+                    kind = response.headers.get("content-type") or "no content type"
+                    raise BackendError(
+                        f"the backend answered 200 with neither an event stream nor a JSON "
+                        f"completion ({kind}): {raw[:100].decode('utf-8', 'replace')}"
+                    )
                 text = _choice_text(body)
                 if text:
                     yield text
@@ -253,7 +260,8 @@ def _choice_text(event: dict[str, Any]) -> str:
     choices = event.get("choices") or []
     if not choices:
         return str(event.get("content", ""))  # llama-server's native /completion shape
-    return str(choices[0].get("text") or "")
+    first = choices[0] if isinstance(choices, list) else None
+    return str(first.get("text") or "") if isinstance(first, dict) else ""
 
 
 def _parse_json(text: str) -> Any:

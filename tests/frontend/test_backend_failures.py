@@ -276,3 +276,12 @@ def test_error_in_other_sse_framings_is_seen(frontend, fake_backend, style):
         assert response.status_code == 200
         for _ in response.iter_bytes():
             pass
+
+
+@pytest.mark.parametrize("body", ["<html><body>Welcome</body></html>", "[1, 2]", '"text"'])
+def test_a_200_that_is_not_a_completion_is_502(frontend, fake_backend, body):
+    # ORPHEUS_API_URL pointing at some other web page answers 200 with no event stream: the client
+    # must hear the backend is wrong (502), not get a 500 "internal server error".
+    fake_backend.script(Behavior.status_code(200, body=body))
+    error = assert_error(post(frontend), 502, "backend_error")
+    assert "completion" in error["message"]
