@@ -18,6 +18,24 @@ if TYPE_CHECKING:
 USER_AGENT = "orpheus-deploy/0.1"
 
 
+def with_quota_project(credentials: Any, project: str | None) -> Any:
+    """User credentials (``gcloud auth application-default login``) with no quota project get
+    the deployment's project as theirs.
+
+    Service Usage (enabling the APIs, the first thing `setup` does) is a client-based API: called
+    with user credentials it needs a quota project, and without one Google answers
+    PERMISSION_DENIED ("... requires a quota project, which is not set by default", or
+    SERVICE_DISABLED naming the gcloud CLI's own project), which no `orpheus` hint could fix.
+    A quota project the user chose is kept; service-account and workload-identity credentials
+    are left alone (their own project is used)."""
+    from google.oauth2 import credentials as user_credentials
+
+    if (project and isinstance(credentials, user_credentials.Credentials)
+            and not credentials.quota_project_id):
+        return credentials.with_quota_project(project)
+    return credentials
+
+
 class Cloud:
     """Lazily-built, cached Google Cloud clients plus the polling/retry policy.
 
@@ -52,7 +70,8 @@ class Cloud:
 
     def credentials(self) -> Any:
         if self._credentials is None:
-            self._credentials, _ = creds.default_credentials()
+            self._credentials = with_quota_project(creds.default_credentials()[0],
+                                                   self.settings.project)
         return self._credentials
 
     @property

@@ -52,3 +52,38 @@ def test_config_needs_no_credentials(run_cli, tmp_path):
                      env=bare_env(tmp_path), timeout=60)
     assert result.exit_code == 0, result.output
     assert "orpheus-models-some-project-1" in result.stdout
+
+
+def _cloud_with(monkeypatch, credentials):
+    from orpheus_deploy.config import Settings
+    from orpheus_deploy.gcp import Cloud
+    from orpheus_deploy.gcp import credentials as creds
+
+    monkeypatch.setattr(creds, "default_credentials", lambda: (credentials, "adc-project"))
+    return Cloud(Settings(project="my-deploy-project"))
+
+
+def test_user_credentials_without_a_quota_project_use_the_deployment_project(monkeypatch):
+    # Service Usage is a client-based API: with user ADC and no quota project, Google refuses
+    # the call ("requires a quota project, which is not set by default").
+    from google.oauth2.credentials import Credentials
+
+    cloud = _cloud_with(monkeypatch, Credentials(token="t"))
+    assert cloud.credentials().quota_project_id == "my-deploy-project"
+
+
+def test_a_quota_project_the_user_chose_is_kept(monkeypatch):
+    from google.oauth2.credentials import Credentials
+
+    cloud = _cloud_with(monkeypatch, Credentials(token="t", quota_project_id="billing-proj"))
+    assert cloud.credentials().quota_project_id == "billing-proj"
+
+
+def test_service_account_credentials_get_no_quota_project(monkeypatch):
+    from google.oauth2 import service_account
+
+    key = service_account.Credentials(
+        signer=object(), service_account_email="ci@p.iam.gserviceaccount.com",
+        token_uri="https://oauth2.googleapis.com/token")
+    cloud = _cloud_with(monkeypatch, key)
+    assert cloud.credentials() is key
