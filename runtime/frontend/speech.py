@@ -43,7 +43,7 @@ __all__ = ["MODEL_ALIASES", "SpeechJob", "SpeechService", "SpeechStats", "Speech
 log = logging.getLogger("orpheus.frontend.speech")
 
 # Names OpenAI clients send by default; all mean "the deployed Orpheus model".
-MODEL_ALIASES = ("orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+MODEL_ALIASES = ("orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
 QUEUE_CHUNKS = 16  # encoded chunks buffered per response before the producer waits
 
 T = TypeVar("T")

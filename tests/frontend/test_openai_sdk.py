@@ -180,3 +180,18 @@ def test_concurrent_requests_stream_concurrently(frontend, fake_backend):
 
 def np_abs_max(samples) -> int:
     return int(abs(samples.astype("int32")).max())
+
+
+def test_every_model_name_the_sdk_offers_is_accepted(frontend):
+    # The SDK's SpeechModel names (what users copy from its types and docs) all mean "the
+    # deployed Orpheus model", as GET /v1/models' id does.
+    from typing import get_args
+
+    from openai.types.audio.speech_model import SpeechModel
+
+    client = frontend.openai(max_retries=0)
+    for model in get_args(SpeechModel):
+        audio = client.audio.speech.create(
+            model=model, voice="tara", input="Hi.", response_format="pcm"
+        )
+        assert pcm_samples(audio.content).size == FRAMES * SAMPLES_PER_FRAME, model
