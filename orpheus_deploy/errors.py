@@ -55,7 +55,7 @@ class NotImplementedYet(OrpheusError):
 class CloudError(OrpheusError):
     """A Google Cloud call failed; built by ``gcp.errors.map_error`` from the library error.
 
-    ``kind`` is a short machine-readable category ("auth", "permission", "api_disabled",
+    ``kind`` is a short machine-readable category ("auth", "permission", "api_disabled", "billing",
     "quota", "not_found", "unavailable", "conflict", "invalid", "unknown") for ``--json``.
     """
 

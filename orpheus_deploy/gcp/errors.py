@@ -32,6 +32,10 @@ _PERMISSION_RES = (
                r"([a-z][a-zA-Z]*\.[a-zA-Z]+\.[a-zA-Z]+)'?"),
     re.compile(r"\b([a-z][a-zA-Z]*\.(?:[a-z][a-zA-Z]*)\.[a-z][a-zA-Z]*)\b"),
 )
+# google.rpc.ErrorInfo reasons of a project without (open) billing.
+_BILLING_REASONS = ("BILLING_DISABLED", "UREQ_PROJECT_BILLING_NOT_FOUND")
+_BILLING_RE = re.compile(r"billing (?:account|must be enabled|to be enabled|disabled)"
+                         r"|enable billing|configured billing")
 _SERVICE_RE = re.compile(r"\b([a-z][a-z0-9]*\.googleapis\.com)\b")
 _MAX_LEN = 300
 
@@ -108,6 +112,21 @@ def map_error(
     reason, metadata = _details(exc)
     where = f" --project {project}" if project else ""
 
+    lowered = message.lower()
+    if reason in _BILLING_REASONS or (
+        isinstance(exc, (gexc.PermissionDenied, gexc.Forbidden, gexc.FailedPrecondition))
+        and reason != "IAM_PERMISSION_DENIED" and _BILLING_RE.search(lowered)
+    ):
+        # e.g. "This API method requires billing to be enabled. Please enable billing on
+        # project #P ...", "The billing account for the owning project is disabled in state
+        # absent", "Billing account for project 'N' is not found. Billing must be enabled for
+        # activation of service(s) ...": not an API or a permission the user can grant.
+        url = ("https://console.cloud.google.com/billing/linkedaccount"
+               + (f"?project={project}" if project else ""))
+        return CloudError(f"{prefix}the project has no active billing account: {message}",
+                          f"link an open billing account to the project at {url}, then retry",
+                          EXIT_PERMISSION, kind="billing")
+
     service = metadata.get("service") or metadata.get("serviceTitle")
     if reason in ("SERVICE_DISABLED", "API_DISABLED") or (
         isinstance(exc, (gexc.PermissionDenied, gexc.Forbidden, gexc.FailedPrecondition))
@@ -118,8 +137,8 @@ def map_error(
         if not api:
             match = _SERVICE_RE.search(message)
             api = match.group(1) if match else None
-        api_text = api or "a required API"
-        return CloudError(f"{prefix}the {api_text} API is disabled",
+        api_text = f"the {api} API" if api else "a required API"
+        return CloudError(f"{prefix}{api_text} is disabled",
                           f"enable it: run `orpheus setup{where}` "
                           + (f"or enable {api} in the console" if api else ""),
                           EXIT_PERMISSION, kind="api_disabled")

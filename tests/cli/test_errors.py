@@ -101,3 +101,39 @@ def test_operation_failure_is_mapped(fake_cloud, cloud):
     with pytest.raises(CloudError) as info:
         wait_for(future, "deploy", cloud.policy)
     assert info.value.kind == "quota" and "deploy" in info.value.message
+
+
+@pytest.mark.parametrize("code, message, reason, metadata", [
+    # Service Usage enabling an API on a project with no billing account.
+    (grpc.StatusCode.FAILED_PRECONDITION,
+     "Billing account for project '522837608576' is not found. Billing must be enabled for "
+     "activation of service(s) 'compute.googleapis.com' to proceed.",
+     "UREQ_PROJECT_BILLING_NOT_FOUND", {"project": "522837608576",
+                                        "services": "compute.googleapis.com"}),
+    # Any billed API once billing is off.
+    (grpc.StatusCode.PERMISSION_DENIED,
+     "This API method requires billing to be enabled. Please enable billing on project "
+     "#test-project by visiting https://console.developers.google.com/billing/enable?"
+     "project=test-project then retry.", "BILLING_DISABLED", {}),
+    # Cloud Storage's wording (an HTTP 403 without ErrorInfo).
+    (grpc.StatusCode.PERMISSION_DENIED,
+     "The billing account for the owning project is disabled in state absent", None, {}),
+])
+def test_billing_problems_say_billing(fake_cloud, cloud, code, message, reason, metadata):
+    fake_cloud.fail_next("GetSecret", code, times=1, message=message, reason=reason,
+                         metadata=metadata)
+    exc = _error_of(lambda: cloud.secrets().get_secret(name="projects/test-project/secrets/x"))
+    err = map_error(exc, project="test-project")
+    assert err.kind == "billing", err.message
+    assert "billing/linkedaccount?project=test-project" in err.hint
+    assert "API is disabled" not in err.message and "console.developers.google" not in \
+        err.message.split(":")[0]
+
+
+def test_api_disabled_without_a_service_name_reads_well(fake_cloud, cloud):
+    fake_cloud.fail_next("GetSecret", grpc.StatusCode.PERMISSION_DENIED, times=1,
+                         message="The API is disabled for this project.")
+    exc = _error_of(lambda: cloud.secrets().get_secret(name="projects/test-project/secrets/x"))
+    err = map_error(exc)
+    assert err.kind == "api_disabled"
+    assert err.message == "a required API is disabled"
