@@ -202,6 +202,28 @@ def test_sigterm_stops_the_server_cleanly(image: FinalStage, app_dir: Path,
         stop(process, signal.SIGKILL)
 
 
+def test_a_dead_server_ends_the_container_with_an_error(image: FinalStage, app_dir: Path,
+                                                       llama_server_bin: Path, tiny_gguf_q8: Path,
+                                                       tmp_path: Path) -> None:
+    # Cloud Run replaces an instance whose container exits; a launcher that outlived its server
+    # (or exited 0) would leave a live instance answering nothing, or hide the crash.
+    env = _cloud_run_env(image, tmp_path, MODEL_PATH=str(tiny_gguf_q8),
+                         LLAMA_SERVER_BIN=str(llama_server_bin))
+    process = _run(image, app_dir, env, tmp_path / "log")
+    try:
+        deadline = time.monotonic() + 60
+        while http_status(f"http://127.0.0.1:{env['PORT']}/health") != 200:
+            assert process.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "log").read_text()
+            time.sleep(0.05)
+        (server,) = psutil.Process(process.pid).children()
+        server.kill()  # as the kernel's OOM killer or a crash would
+        assert process.wait(timeout=10) != 0
+        assert "llama-server exited with code -9" in (tmp_path / "log").read_text()
+    finally:
+        stop(process, signal.SIGKILL)
+
+
 def test_a_staged_copy_is_deleted_once_the_model_is_loaded(
     image: FinalStage, app_dir: Path, llama_server_bin: Path, tiny_gguf_q8: Path, tmp_path: Path
 ) -> None:
