@@ -40,7 +40,9 @@ class IdTokenProvider:
 
     `fetch_id_token_credentials` picks the right source (the metadata server on Cloud Run, a
     service-account key file elsewhere); fetching and refreshing are blocking HTTP calls, run
-    in a worker thread. One refresh at a time: concurrent requests wait for the same new token.
+    in a worker thread. One refresh at a time: concurrent requests wait for the same refresh (a
+    shared task), share its token or its failure, and a waiter that is cancelled (its client left)
+    neither stops it nor lets a second one start while its thread still runs.
     """
 
     # ID tokens live an hour; refreshing 5 minutes early keeps an in-flight request from racing
@@ -51,7 +53,7 @@ class IdTokenProvider:
         self.audience = audience
         self._clock = clock
         self._credentials: Any = None
-        self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
         self.fetches = 0  # how many times a token was actually fetched (for tests and logs)
 
     def _fresh(self) -> bool:
@@ -74,17 +76,24 @@ class IdTokenProvider:
         self._credentials.refresh(request)
         self.fetches += 1
 
+    async def _refresh(self) -> None:
+        try:
+            await asyncio.to_thread(self._refresh_blocking)
+        except Exception as exc:
+            log.error("could not obtain an ID token for %s: %s", self.audience, exc)
+            raise BackendUnavailable("the frontend could not authenticate to the backend") from exc
+        finally:
+            self._refreshing = None
+
     async def token(self) -> str:
         if not self._fresh():
-            async with self._lock:
-                if not self._fresh():
-                    try:
-                        await asyncio.to_thread(self._refresh_blocking)
-                    except Exception as exc:
-                        log.error("could not obtain an ID token for %s: %s", self.audience, exc)
-                        raise BackendUnavailable(
-                            "the frontend could not authenticate to the backend"
-                        ) from exc
+            refreshing = self._refreshing
+            if refreshing is None:
+                refreshing = self._refreshing = asyncio.create_task(self._refresh())
+                # Retrieved here so that a failure nobody waits for any more is not reported as
+                # "never retrieved"; the waiters get it from the shield below.
+                refreshing.add_done_callback(lambda t: t.cancelled() or t.exception())
+            await asyncio.shield(refreshing)
         return str(self._credentials.token)
 
 

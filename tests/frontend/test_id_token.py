@@ -178,3 +178,66 @@ def test_failed_token_fetch_is_503_and_logs_no_token(
     assert fake_backend.completions == []
     assert any("ID token" in r.getMessage() for r in caplog.records)
     assert app.api_key not in caplog.text
+
+
+class _SlowRefresh:
+    """Stands in for google-auth's blocking refresh: slow, counting overlaps, maybe failing."""
+
+    def __init__(self, provider: IdTokenProvider, *, fail: bool = False) -> None:
+        import datetime
+        import threading
+        from types import SimpleNamespace
+
+        self.provider, self.fail = provider, fail
+        self.calls = self.running = self.most_at_once = 0
+        self._lock = threading.Lock()
+        self._creds = SimpleNamespace(token=None, expiry=None)
+        self._expiry = datetime.datetime.utcnow() + datetime.timedelta(hours=1)
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(0.3)
+        with self._lock:
+            self.running -= 1
+        if self.fail:
+            raise RuntimeError("metadata server unreachable")
+        self._creds.token, self._creds.expiry = f"token-{self.calls}", self._expiry
+        self.provider._credentials = self._creds
+
+
+def test_a_caller_that_goes_away_does_not_start_a_second_refresh():
+    # A request cancelled (client gone) while it waits for the token must not release the refresh
+    # to the next caller while the first fetch is still running in its thread.
+    provider = IdTokenProvider("https://backend.example")
+    refresh = _SlowRefresh(provider)
+    provider._refresh_blocking = refresh  # type: ignore[method-assign]
+
+    async def scenario() -> list[str]:
+        first = asyncio.create_task(provider.token())
+        await asyncio.sleep(0.05)
+        first.cancel()
+        return await asyncio.gather(*(provider.token() for _ in range(3)))
+
+    tokens = asyncio.run(scenario())
+    assert refresh.most_at_once == 1
+    assert refresh.calls == 1 and tokens == ["token-1"] * 3
+
+
+def test_a_failed_refresh_fails_its_waiters_together():
+    # When the metadata server is down, the requests waiting on one refresh share its failure
+    # instead of each retrying it in turn (N requests waiting N refresh times).
+    provider = IdTokenProvider("https://backend.example")
+    refresh = _SlowRefresh(provider, fail=True)
+    provider._refresh_blocking = refresh  # type: ignore[method-assign]
+
+    async def scenario() -> list[BaseException | str]:
+        return await asyncio.gather(*(provider.token() for _ in range(5)), return_exceptions=True)
+
+    started = time.monotonic()
+    results = asyncio.run(scenario())
+    assert all(type(r).__name__ == "BackendUnavailable" for r in results), results
+    assert refresh.calls == 1
+    assert time.monotonic() - started < 1.0
