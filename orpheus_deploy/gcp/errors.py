@@ -49,9 +49,14 @@ def _permission(message: str, metadata: dict[str, str]) -> str | None:
     if metadata.get("permission"):
         return metadata["permission"]
     for pattern in _PERMISSION_RES:
-        match = pattern.search(message)
-        if match and not match.group(1).endswith("googleapis.com"):
-            return match.group(1)
+        for match in pattern.finditer(message):
+            token = match.group(1)
+            before = message[match.start(1) - 1] if match.start(1) else " "
+            # Host names in the links Google puts in messages ("https://console.cloud.google
+            # .com/...", "x@p.iam.gserviceaccount.com") look like service.resource.verb too.
+            if before in "/@." or "google" in token or token.endswith(".com"):
+                continue
+            return token
     return None
 
 

@@ -137,3 +137,15 @@ def test_api_disabled_without_a_service_name_reads_well(fake_cloud, cloud):
     err = map_error(exc)
     assert err.kind == "api_disabled"
     assert err.message == "a required API is disabled"
+
+
+def test_a_link_in_a_denial_is_not_taken_for_the_permission(fake_cloud, cloud):
+    fake_cloud.fail_next(
+        "GetSecret", grpc.StatusCode.PERMISSION_DENIED, times=1,
+        message="The caller does not have permission. Grant a role at "
+                "https://console.cloud.google.com/iam-admin/iam?project=test-project")
+    exc = _error_of(lambda: cloud.secrets().get_secret(name="projects/test-project/secrets/x"))
+    err = map_error(exc)
+    assert err.kind == "permission"
+    assert "console.cloud.google" not in (err.hint or "")
+    assert err.message.startswith("permission denied: The caller does not have permission")
