@@ -16,7 +16,7 @@ CMAKE_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX
 mkdir -p "$CACHE"
 sdist="$CACHE/llama_cpp_python-${LLAMA_CPP_PYTHON_VERSION}.tar.gz"
 if [[ ! -f "$sdist" ]]; then
-  "$PY" -m pip download --quiet --no-deps --no-binary :all: \
+  "$PY" -m pip download --quiet --no-deps --no-binary llama-cpp-python \
     "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d "$CACHE"
 fi
 
