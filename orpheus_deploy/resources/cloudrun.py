@@ -232,7 +232,7 @@ class CloudRunService(Resource):
                                               validate_only=validate_only)
         verb = "validate" if validate_only else "deploy"
         try:
-            operation = client.update_service(request=request, retry=cloud.retry)
+            operation = _update_once_account_is_visible(client, request, cloud)
         except (exceptions.InvalidArgument, exceptions.FailedPrecondition,
                 exceptions.ResourceExhausted) as exc:
             raise explain_failure(exc.message or str(exc), self.settings, self.name) from exc
@@ -265,6 +265,30 @@ class CloudRunService(Resource):
                 return False
         wait_for(operation, f"delete {self.name}", cloud.policy)
         return True
+
+
+def _update_once_account_is_visible(client: Any, request: Any, cloud: Cloud) -> Any:
+    """``update_service``, retried while Cloud Run does not know the revision's service account
+    yet. Service accounts are eventually consistent: one that `setup` created seconds ago (as
+    after `destroy` then `deploy --all`, where upload and build are skipped) is refused with
+    "Service account ... does not exist" for a while."""
+    import time
+
+    from orpheus_deploy.resources.iam import member_not_visible_yet
+
+    member = f"serviceAccount:{request.service.template.service_account}"
+    policy = cloud.policy
+    deadline = time.monotonic() + policy.retry_deadline_s
+    delay = policy.retry_initial_s
+    while True:
+        try:
+            return client.update_service(request=request, retry=cloud.retry)
+        except Exception as exc:
+            if not (member_not_visible_yet(exc, member)
+                    and time.monotonic() + delay < deadline):
+                raise
+        time.sleep(delay)
+        delay = min(delay * policy.retry_multiplier, policy.retry_max_s)
 
 
 class BackendService(CloudRunService):

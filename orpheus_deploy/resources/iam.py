@@ -100,7 +100,7 @@ class IamBinding(Resource):
                         # Someone changed the policy since we read it: re-read and re-apply.
                         conflicts += 1
                         continue
-                    if not (_member_not_visible_yet(exc, self.member)
+                    if not (member_not_visible_yet(exc, self.member)
                             and time.monotonic() + delay < deadline):
                         raise
                 # A service account created seconds ago (by setup, just before this binding)
@@ -139,7 +139,7 @@ class IamBinding(Resource):
             raise
 
 
-def _member_not_visible_yet(exc: Exception, member: str) -> bool:
+def member_not_visible_yet(exc: Exception, member: str) -> bool:
     """Whether a policy write failed only because IAM does not know ``member``'s service account
     yet. Creating a service account is eventually consistent: a binding written right after
     ``create_service_account`` is refused with INVALID_ARGUMENT / HTTP 400 "Service account X

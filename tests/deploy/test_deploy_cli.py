@@ -184,6 +184,19 @@ def test_cpu_or_memory_quota_is_explained_as_quota(cloud: Any, run_cli: Any,
     assert "rejected the spec" not in result.stderr
 
 
+def test_a_service_account_cloud_run_does_not_know_yet_is_waited_for(
+        cloud: Any, run_cli: Any, model_file: Path) -> None:
+    # After `destroy` (which keeps the bucket, model and build state), `deploy --all` recreates
+    # the service accounts and reaches deploy-backend seconds later; accounts are eventually
+    # consistent, so Cloud Run may not know the new one yet.
+    backend_sa = SA.format("orpheus-backend")
+    cloud.fail_next("UpdateService", grpc.StatusCode.INVALID_ARGUMENT, times=2,
+                    message=f"Service account {backend_sa} does not exist.")
+    result = deploy_all(run_cli, model_file, "--no-test")
+    assert result.exit_code == 0, result.everything
+    assert cloud.services["run"].get("orpheus-backend").template.service_account == backend_sa
+
+
 def test_failed_build_step_shows_its_log_tail(cloud: Any, run_cli: Any, model_file: Path) -> None:
     assert run_cli("setup").exit_code == 0
     cloud.services["cloudbuild"].fail_steps["build-backend"] = [
