@@ -192,7 +192,8 @@ class _SlowRefresh:
         self.calls = self.running = self.most_at_once = 0
         self._lock = threading.Lock()
         self._creds = SimpleNamespace(token=None, expiry=None)
-        self._expiry = datetime.datetime.utcnow() + datetime.timedelta(hours=1)
+        now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # naive, as google-auth
+        self._expiry = now + datetime.timedelta(hours=1)
 
     def __call__(self) -> None:
         with self._lock:
