@@ -7,9 +7,11 @@ HTTP API
     POST /v1/audio/speech   {model, input, voice, response_format, speed, stream} -> audio
     GET  /v1/audio/voices   GET /v1/models   GET /health (the only route without a key)
     Keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Errors:
-    ``{"error": {"message", "type", "param", "code"}}``. The status line is sent only once the
-    first audio is decoded, so a failed backend gives 502/503/504, never a 200 with no audio; a
-    failure after that truncates the chunked stream (and is logged with the request id).
+    ``{"error": {"message", "type", "param", "code"}}``. The key is checked before a /v1 body is
+    read; bodies over max(1 MiB, 12 x ORPHEUS_MAX_INPUT_CHARS + 64 KiB) get 413. The status line
+    is sent only once the first audio is decoded, so a failed backend gives 502/503/504, never a
+    200 with no audio; a failure after that truncates the chunked stream (and is logged with the
+    request id).
 
 Environment (design section 3 names first; the rest are optional tuning)
     PORT                            listen port (Cloud Run sets it)                     5005
