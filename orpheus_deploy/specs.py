@@ -162,7 +162,9 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str) -> r
     env_vars.append(run_v2.EnvVar(
         name="API_KEY_SECRET",
         value_source=run_v2.EnvVarSource(secret_key_ref=run_v2.SecretKeySelector(
-            secret=n.secret_path, version="latest")),
+            # The bare name is the documented form for a secret in the service's own project
+            # (a full resource path is for another project's secret).
+            secret=n.secret, version="latest")),
     ))
     container = _container(
         "frontend", image, n.frontend_port, FRONTEND_PROBE_FAILURES,

@@ -92,7 +92,7 @@ def test_frontend_spec_field_by_field(settings: Settings) -> None:
     assert secret_env.name == "API_KEY_SECRET"
     assert secret_env.value == ""
     ref = secret_env.value_source.secret_key_ref
-    assert (ref.secret, ref.version) == (f"projects/{PROJECT}/secrets/orpheus-api-key", "latest")
+    assert (ref.secret, ref.version) == ("orpheus-api-key", "latest")
     assert c.startup_probe.http_get.path == "/health"
 
 
