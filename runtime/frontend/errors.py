@@ -102,7 +102,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
         return f"'{param}' is required", param, "missing_required_parameter"
     # Pydantic's message states the rule ("Input should be less than or equal to 4"); the input
     # value itself is left out because a user's text can be long.
-    return f"invalid '{param}': {first.get('msg', 'invalid value')}", param, "invalid_value"
+    where = f"'{param}'" if param else "request body"
+    return f"invalid {where}: {first.get('msg', 'invalid value')}", param, "invalid_value"
 
 
 def install_error_handlers(app: FastAPI) -> None:

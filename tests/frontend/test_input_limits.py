@@ -152,3 +152,8 @@ def test_body_limit_leaves_room_for_the_longest_input(frontend_factory):
     response = post(app, content=body)
     # Not refused for its size (the model then rejects nothing: the fake backend speaks anyway).
     assert response.status_code != 413, response.text
+
+
+def test_a_body_that_is_not_an_object_is_named_as_such(frontend):
+    message = assert_400(post(frontend, content=b"[1, 2]"), None, "invalid_value")
+    assert "None" not in message and "body" in message
