@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ErrorResponse", "ModelCard", "ModelList", "SpeechRequest", "VoiceList"]
+__all__ = ["ErrorResponse", "ModelCard", "ModelList", "SpeechRequest", "VoiceList", "VoiceRef"]
 
 # OpenAI allows 0.25..4.0; PyAV's atempo chain covers the same range.
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
+
+
+class VoiceRef(BaseModel):
+    """OpenAI's voice object (`{"id": ...}`, its custom voices); here the id names a voice."""
+
+    id: str
 
 
 class SpeechRequest(BaseModel):
@@ -18,7 +24,10 @@ class SpeechRequest(BaseModel):
 
     model: str = Field("orpheus", description="Model name; see GET /v1/models.")
     input: str = Field(..., description="The text to speak; emotion tags such as <laugh> allowed.")
-    voice: str = Field("tara", description="One of GET /v1/audio/voices (case-insensitive).")
+    voice: str | VoiceRef = Field(
+        "tara",
+        description='One of GET /v1/audio/voices (case-insensitive), or {"id": <that name>}.',
+    )
     response_format: str | None = Field(
         None,
         description="wav, pcm (s16le 24 kHz mono), mp3, opus, flac or aac; "

@@ -304,8 +304,9 @@ class SpeechService:
                 param="input",
                 code="input_too_long",
             )
+        name = request.voice if isinstance(request.voice, str) else request.voice.id
         try:
-            voice = validate_voice(request.voice, settings.voices_extra)
+            voice = validate_voice(name, settings.voices_extra)
         except UnknownVoiceError as exc:
             raise APIError(400, str(exc), param="voice", code="invalid_voice") from None
         fmt = (request.response_format or settings.default_format).lower()

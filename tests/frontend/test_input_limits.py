@@ -157,3 +157,13 @@ def test_body_limit_leaves_room_for_the_longest_input(frontend_factory):
 def test_a_body_that_is_not_an_object_is_named_as_such(frontend):
     message = assert_400(post(frontend, content=b"[1, 2]"), None, "invalid_value")
     assert "None" not in message and "body" in message
+
+
+def test_voice_object_of_the_openai_sdk(frontend, fake_backend):
+    # The SDK's `voice` may be {"id": ...} (OpenAI's custom voices); the id names the voice.
+    audio = frontend.openai(max_retries=0).audio.speech.create(
+        model="orpheus", voice={"id": "Leo"}, input="Hi.", response_format="pcm"
+    )
+    assert pcm_samples(audio.content).size == 10 * SAMPLES_PER_FRAME
+    assert fake_backend.completions[-1].body["prompt"] == "<|audio|>leo: Hi.<|eot_id|>"
+    assert_400(post(frontend, voice={"id": "voice_1234"}), "voice", "invalid_voice")
