@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtime.codec.encoders import SUPPORTED_FORMATS
+
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
 
@@ -85,6 +87,22 @@ class Settings(BaseSettings):
         if not value.is_file():
             raise ValueError(f"no SNAC ONNX decoder at {value}")
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _is_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("default_format")
+    @classmethod
+    def _is_format(cls, value: str) -> str:
+        fmt = value.strip().lower()
+        if fmt not in SUPPORTED_FORMATS:
+            raise ValueError(f"{value!r} is not one of {', '.join(SUPPORTED_FORMATS)}")
+        return fmt
 
     @field_validator("api_url")
     @classmethod

@@ -122,3 +122,26 @@ def test_importing_the_app_does_no_work():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[] 1"
+
+
+def test_settings_reject_an_unknown_log_level_or_default_format(tmp_path):
+    # A typo must stop start-up with the one-line SettingsError naming the variable (exit 2), not
+    # a traceback from logging.setLevel or from the lifespan.
+    model = tmp_path / "snac.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            API_KEY_SECRET="k",
+            SNAC_MODEL_PATH=str(model),
+            ORPHEUS_LOG_LEVEL="verbose",
+            ORPHEUS_DEFAULT_FORMAT="ogg",
+        )
+    assert "ORPHEUS_LOG_LEVEL" in str(caught.value)
+    assert "ORPHEUS_DEFAULT_FORMAT" in str(caught.value)
+    settings = load_settings(
+        API_KEY_SECRET="k",
+        SNAC_MODEL_PATH=str(model),
+        ORPHEUS_LOG_LEVEL="debug",
+        ORPHEUS_DEFAULT_FORMAT="WAV",
+    )
+    assert (settings.log_level, settings.default_format) == ("DEBUG", "wav")
