@@ -145,8 +145,14 @@ class BackendClient:
             headers["Authorization"] = f"Bearer {await self._tokens.token()}"
         return headers
 
-    async def _open(self, prompt: str, deadline: float) -> httpx.Response:
-        """Send the request, retrying cold-start answers until `deadline` (loop time)."""
+    async def _open(self, prompt: str, deadline: float,
+                    on_retry: Callable[[str | None], None] | None = None) -> httpx.Response:
+        """Send the request, retrying cold-start answers until `deadline` (loop time).
+
+        ``on_retry`` hears why the backend is being retried (and None once it answers), so that
+        a caller whose own deadline fires mid-retry can still say "unavailable" rather than
+        "timed out".
+        """
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -180,6 +186,8 @@ class BackendClient:
                 reason = f"the backend closed the connection without answering ({kind})"
             else:
                 if response.status_code == 200:
+                    if on_retry is not None:
+                        on_retry(None)
                     return response
                 body = (await response.aread())[:300].decode("utf-8", "replace")
                 await response.aclose()
@@ -197,16 +205,20 @@ class BackendClient:
             if backoff >= remaining:
                 raise BackendUnavailable(f"{reason}; gave up after {attempt + 1} attempts")
             attempt += 1
+            if on_retry is not None:
+                on_retry(reason)
             log.warning("%s; retrying in %.2f s (attempt %d)", reason, backoff, attempt + 1)
             await asyncio.sleep(backoff)
 
-    async def stream_text(self, prompt: str, deadline: float) -> AsyncGenerator[str, None]:
+    async def stream_text(self, prompt: str, deadline: float,
+                          on_retry: Callable[[str | None], None] | None = None,
+                          ) -> AsyncGenerator[str, None]:
         """Yield the generated text pieces as the backend streams them.
 
         Closing the generator (a client that went away, a deadline) closes the HTTP response, which
         drops the connection, which makes llama.cpp stop generating for that slot.
         """
-        response = await self._open(prompt, deadline)
+        response = await self._open(prompt, deadline, on_retry)
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # Some servers ignore `stream`; accept one JSON completion rather than fail.

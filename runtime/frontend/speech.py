@@ -33,7 +33,7 @@ from runtime.codec.text_split import SegmentJoiner, split_text
 from runtime.codec.tokens import TokenStreamParser
 from runtime.frontend.backend_client import BackendClient
 from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY, DecodePool
-from runtime.frontend.errors import APIError, BackendError, BackendTimeout
+from runtime.frontend.errors import APIError, BackendError, BackendTimeout, BackendUnavailable
 from runtime.frontend.schemas import SpeechRequest
 from runtime.frontend.settings import Settings
 from runtime.frontend.tempo import TempoFilter
@@ -150,6 +150,8 @@ class SpeechStream:
         self._deadline = self._loop.time() + service.settings.api_timeout
         self._task = asyncio.create_task(self._run(), name="orpheus-speech")
         self._done = False
+        # Why the backend is being retried right now (None: it answered, or no retry yet).
+        self._retrying: str | None = None
 
     async def first(self) -> bytes:
         """The first audio bytes; raises APIError (502/503/504) if none come before the deadline."""
@@ -158,6 +160,12 @@ class SpeechStream:
             item = await asyncio.wait_for(self._queue.get(), timeout=max(remaining, 0.0))
         except TimeoutError:
             await self.aclose()
+            if self._retrying is not None:
+                # The deadline fell while the backend was still refusing: that is unavailability,
+                # whichever of the two clocks noticed first.
+                raise BackendUnavailable(
+                    f"{self._retrying}; no answer within {self._service.settings.api_timeout:g} s"
+                ) from None
             raise BackendTimeout(
                 f"no audio from the backend within {self._service.settings.api_timeout:g} s "
                 "(ORPHEUS_API_TIMEOUT)"
@@ -181,6 +189,9 @@ class SpeechStream:
             self._done = True
             raise item
         return item
+
+    def _on_retry(self, reason: str | None) -> None:
+        self._retrying = reason
 
     async def aclose(self) -> None:
         """Stop producing (client gone, deadline, error): cancels the backend request."""
@@ -230,7 +241,8 @@ class SpeechStream:
             parser = TokenStreamParser()
             started = False
             prompt = build_text_prompt(segment, job.voice)
-            async with contextlib.aclosing(service.backend.stream_text(prompt, deadline)) as texts:
+            stream = service.backend.stream_text(prompt, deadline, self._on_retry)
+            async with contextlib.aclosing(stream) as texts:
                 async for text in texts:
                     frames = parser.feed(text)
                     if frames:

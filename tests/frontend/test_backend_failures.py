@@ -72,6 +72,16 @@ def test_503_until_the_deadline_is_503(frontend_factory, fake_backend):
     assert len(fake_backend.completions) >= 2
 
 
+def test_deadline_during_a_retry_is_still_503(frontend_factory, fake_backend):
+    """Each 503 takes 0.6 s, so the 1 s deadline falls while the second attempt is in flight:
+    the backend was unavailable throughout, which is a 503, not a 504."""
+    fake_backend.default = Behavior.status_code(503, answer_after=0.6)
+    app = frontend_factory(ORPHEUS_API_TIMEOUT="1")
+    error = assert_error(post(app), 503, "backend_unavailable")
+    assert "503" in error["message"]
+    assert len(fake_backend.completions) == 2
+
+
 def test_backend_rejection_is_502_without_retry(frontend, fake_backend):
     fake_backend.script(Behavior.status_code(400, body='{"error": {"message": "bad prompt"}}'))
     error = assert_error(post(frontend), 502, "backend_error")
