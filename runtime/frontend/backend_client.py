@@ -155,12 +155,18 @@ class BackendClient:
         """
         loop = asyncio.get_running_loop()
         attempt = 0
+        reason = ""
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise BackendTimeout("the backend did not answer before the deadline")
+            # Reads wait at most until the deadline: the request then ends through httpx's own
+            # timeout, whose clean-up closes the connection. Cancelling a task blocked inside
+            # httpx instead can leave the pooled connection ACTIVE and open (the backend slot
+            # keeps generating, and the pool leaks a connection).
+            read_timeout = min(self._stall_timeout, remaining)
             timeout = httpx.Timeout(
-                connect=min(remaining, 10.0), read=self._stall_timeout, write=10.0, pool=remaining
+                connect=min(remaining, 10.0), read=read_timeout, write=10.0, pool=remaining
             )
             request = self._http.build_request(
                 "POST",
@@ -175,8 +181,16 @@ class BackendClient:
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 reason = f"cannot connect to the backend ({type(exc).__name__})"
             except httpx.ReadTimeout as exc:
+                deadline_bound = remaining <= self._stall_timeout
+                if attempt and deadline_bound:
+                    # Still refusing when the deadline fell: unavailable, not slow.
+                    raise BackendUnavailable(
+                        f"{reason}; no answer before the deadline (ORPHEUS_API_TIMEOUT)"
+                    ) from exc
                 raise BackendTimeout(
-                    f"the backend sent no answer for {self._stall_timeout:g} s"
+                    f"the backend sent no answer for {read_timeout:g} s"
+                    + (" (the request deadline, ORPHEUS_API_TIMEOUT)"
+                       if deadline_bound else "")
                 ) from exc
             except (httpx.RemoteProtocolError, httpx.NetworkError, httpx.WriteTimeout) as exc:
                 # Closed before answering: an instance that crashed or is being replaced, or a

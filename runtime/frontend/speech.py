@@ -45,6 +45,7 @@ log = logging.getLogger("orpheus.frontend.speech")
 # Names OpenAI clients send by default; all mean "the deployed Orpheus model".
 MODEL_ALIASES = ("orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
 QUEUE_CHUNKS = 16  # encoded chunks buffered per response before the producer waits
+_CANCEL_GRACE_S = 1.0  # how long past the deadline the producer gets to end by itself
 
 T = TypeVar("T")
 
@@ -157,7 +158,10 @@ class SpeechStream:
         """The first audio bytes; raises APIError (502/503/504) if none come before the deadline."""
         remaining = self._deadline - self._loop.time()
         try:
-            item = await asyncio.wait_for(self._queue.get(), timeout=max(remaining, 0.0))
+            # The producer's HTTP reads end at the deadline on their own (a clean close of the
+            # backend connection); cancelling it is the fallback, after a grace period.
+            item = await asyncio.wait_for(self._queue.get(),
+                                          timeout=max(remaining, 0.0) + _CANCEL_GRACE_S)
         except TimeoutError:
             await self.aclose()
             if self._retrying is not None:
