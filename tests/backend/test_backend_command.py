@@ -29,7 +29,7 @@ import pytest
 from runtime.backend.settings import DEFAULT_PORT
 from tests.fixtures.dockerfile import FinalStage, final_stage, lay_out
 from tests.fixtures.orpheus_gguf import audio_token_texts
-from tests.fixtures.plugin_llama import free_port, http_status, stop
+from tests.fixtures.plugin_llama import free_port, http_status, stop, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "runtime" / "backend" / "Dockerfile"
@@ -185,11 +185,7 @@ def test_sigterm_stops_the_server_cleanly(image: FinalStage, app_dir: Path,
                          LLAMA_SERVER_BIN=str(llama_server_bin))
     process = _run(image, app_dir, env, tmp_path / "log")
     try:
-        deadline = time.monotonic() + 60
-        while http_status(f"http://127.0.0.1:{env['PORT']}/health") != 200:
-            assert process.poll() is None and time.monotonic() < deadline, \
-                (tmp_path / "log").read_text()
-            time.sleep(0.05)
+        wait_http(f"http://127.0.0.1:{env['PORT']}/health", 60, process, tmp_path / "log")
         children = psutil.Process(process.pid).children(recursive=True)
         assert any(Path(c.exe()).name == "llama-server" for c in children)
         process.send_signal(signal.SIGTERM)
@@ -211,11 +207,7 @@ def test_a_dead_server_ends_the_container_with_an_error(image: FinalStage, app_d
                          LLAMA_SERVER_BIN=str(llama_server_bin))
     process = _run(image, app_dir, env, tmp_path / "log")
     try:
-        deadline = time.monotonic() + 60
-        while http_status(f"http://127.0.0.1:{env['PORT']}/health") != 200:
-            assert process.poll() is None and time.monotonic() < deadline, \
-                (tmp_path / "log").read_text()
-            time.sleep(0.05)
+        wait_http(f"http://127.0.0.1:{env['PORT']}/health", 60, process, tmp_path / "log")
         (server,) = psutil.Process(process.pid).children()
         server.kill()  # as the kernel's OOM killer or a crash would
         assert process.wait(timeout=10) != 0

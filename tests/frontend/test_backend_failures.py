@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from typing import Any
 
 import httpx
 import openai
@@ -40,6 +41,20 @@ def unused_url() -> str:
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1/completions"  # nothing listens once the socket closes
 
+
+
+def read_until_cut(base_url: str, headers: dict[str, str], body: dict[str, Any]) -> bytes:
+    """Stream a speech request that starts with 200 and audio, and return what arrived before
+    the body was cut off (a truncated chunked transfer, never a clean end)."""
+    received = bytearray()
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", f"{base_url}/v1/audio/speech", headers=headers, json=body) as response,
+    ):
+        assert response.status_code == 200  # audio had started
+        for chunk in response.iter_bytes():
+            received += chunk
+    return bytes(received)
 
 def test_backend_down_is_503_after_retries(frontend_factory, caplog):
     caplog.set_level(logging.WARNING)
@@ -120,19 +135,9 @@ def test_no_audio_tokens_is_502_not_empty_audio(frontend, fake_backend):
 def test_death_mid_stream_truncates_the_response_and_is_logged(frontend, fake_backend, caplog):
     caplog.set_level(logging.INFO)
     fake_backend.script(Behavior.die(after_frames=6))
-    received = bytearray()
-    with (
-        pytest.raises(httpx.RemoteProtocolError),
-        httpx.stream(
-            "POST",
-            f"{frontend.base_url}/v1/audio/speech",
-            headers={**frontend.headers(), "X-Request-ID": "req-dies-42"},
-            json={**BODY, "response_format": "pcm"},
-        ) as response,
-    ):
-        assert response.status_code == 200  # audio had started
-        for chunk in response.iter_bytes():
-            received += chunk
+    received = read_until_cut(frontend.base_url,
+                              {**frontend.headers(), "X-Request-ID": "req-dies-42"},
+                              {**BODY, "response_format": "pcm"})
     assert 0 < len(received) < 6 * SAMPLES_PER_FRAME * 2
     aborted = [r for r in caplog.records if "aborted" in r.getMessage()]
     assert aborted and aborted[0].levelno == logging.ERROR
@@ -200,18 +205,7 @@ def test_error_event_before_audio_is_502_with_the_backend_message(frontend, fake
 
 def test_error_event_mid_stream_truncates(frontend, fake_backend):
     fake_backend.script(Behavior.error_event(after_frames=8))
-    with (
-        pytest.raises(httpx.RemoteProtocolError),
-        httpx.stream(
-            "POST",
-            f"{frontend.base_url}/v1/audio/speech",
-            headers=frontend.headers(),
-            json={**BODY, "response_format": "pcm"},
-        ) as response,
-    ):
-        assert response.status_code == 200
-        for _ in response.iter_bytes():
-            pass
+    read_until_cut(frontend.base_url, frontend.headers(), {**BODY, "response_format": "pcm"})
 
 
 def test_server_ignoring_stream_flag_still_works(frontend, fake_backend):
@@ -246,18 +240,7 @@ def test_second_segment_hanging_before_headers_is_a_timeout(frontend_factory, fa
     fake_backend.script(Behavior.stream(6), Behavior.hang())
     app = frontend_factory(ORPHEUS_SEGMENT_CHARS="40", ORPHEUS_API_TIMEOUT="1")
     text = "This is the first sentence here. And this is the second one, also long."
-    with (
-        pytest.raises(httpx.RemoteProtocolError),
-        httpx.stream(
-            "POST",
-            f"{app.base_url}/v1/audio/speech",
-            headers=app.headers(),
-            json={**BODY, "input": text, "response_format": "pcm"},
-        ) as response,
-    ):
-        assert response.status_code == 200
-        for _ in response.iter_bytes():
-            pass
+    read_until_cut(app.base_url, app.headers(), {**BODY, "input": text, "response_format": "pcm"})
     # The stream ends visibly, reported as the backend timing out, not as an internal failure.
     assert not [r for r in caplog.records if "pipeline failed" in r.getMessage()]
     access = [r for r in caplog.records if r.name == "orpheus.frontend.access"]
@@ -274,18 +257,7 @@ def test_error_in_other_sse_framings_is_seen(frontend, fake_backend, style):
     assert "slot crashed" in error["message"]
     # After audio: the stream is cut visibly, not ended as if the speech were complete.
     fake_backend.script(Behavior.error_event(after_frames=8, error_style=style))
-    with (
-        pytest.raises(httpx.RemoteProtocolError),
-        httpx.stream(
-            "POST",
-            f"{frontend.base_url}/v1/audio/speech",
-            headers=frontend.headers(),
-            json={**BODY, "response_format": "pcm"},
-        ) as response,
-    ):
-        assert response.status_code == 200
-        for _ in response.iter_bytes():
-            pass
+    read_until_cut(frontend.base_url, frontend.headers(), {**BODY, "response_format": "pcm"})
 
 
 @pytest.mark.parametrize("body", ["<html><body>Welcome</body></html>", "[1, 2]", '"text"'])
