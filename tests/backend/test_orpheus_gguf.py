@@ -1,22 +1,23 @@
 """The tiny Orpheus GGUF every suite uses: real vocabulary, deterministic, always valid audio.
 
-Loaded with the real llama.cpp (llama-cpp-python in this process), greedy and with the sampling the
-frontend uses, in F16 and Q8_0.
+Loaded with the real llama.cpp (llama-cpp-python, in a child process so that a native crash fails
+these tests with its signal instead of ending the run), greedy and with the sampling the frontend
+uses, in F16 and Q8_0.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.llama_worker import LlamaWorker
 from tests.fixtures.orpheus_gguf import (
     AUDIO_BASE_ID,
     CODEBOOK_SIZE,
@@ -88,26 +89,29 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module", params=["Q8_0", "F16"])
-def llama(request: pytest.FixtureRequest, tiny_gguf_factory: Callable[..., Path]) -> Any:
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    return llama_cpp.Llama(str(tiny_gguf_factory(request.param)), n_ctx=1024, verbose=False,
-                           use_mmap=False)
+def llama(request: pytest.FixtureRequest, tiny_gguf_factory: Callable[..., Path]
+          ) -> Iterator[LlamaWorker]:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    worker = LlamaWorker(tiny_gguf_factory(request.param))
+    yield worker
+    worker.close()
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 @pytest.mark.parametrize("sampling", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
-def test_llama_cpp_speaks_the_chain(llama: Any, prompt: str, sampling: dict[str, float]) -> None:
-    out = llama.create_completion(prompt, max_tokens=200, seed=7, **sampling)
+def test_llama_cpp_speaks_the_chain(llama: LlamaWorker, prompt: str,
+                                    sampling: dict[str, float]) -> None:
+    out = llama.call("complete", prompt=prompt, max_tokens=200, seed=7, **sampling)
     choice = out["choices"][0]
     assert choice["text"] == "".join(audio_token_texts())
     assert choice["finish_reason"] == "stop"  # <|eot_id|> after end_of_speech ends generation
 
 
-def test_prompt_ids_follow_the_orpheus_tokenizer(llama: Any) -> None:
-    ids = llama.tokenize(PROMPTS[1].encode(), add_bos=False, special=True)
+def test_prompt_ids_follow_the_orpheus_tokenizer(llama: LlamaWorker) -> None:
+    ids = llama.call("tokenize", text=PROMPTS[1])
     assert ids[:2] == [128259, 128000]
     assert ids[-4:] == [128009, 128260, 128261, 128257]
-    text = llama.detokenize(ids[2:-4]).decode()
+    text = llama.call("detokenize", ids=ids[2:-4])
     assert text == "leo: Hi! <laugh> Ça va?"
 
 
