@@ -26,6 +26,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.fixtures.llama_build import built_llama_server
+
 REALTIME_TPS = 82.03
 PROMPT = "<|audio|>tara: Benchmarking the Orpheus backend with a few concurrent streams.<|eot_id|>"
 SAMPLING = {"temperature": 0.6, "top_p": 0.9, "repeat_penalty": 1.1}
@@ -50,7 +52,7 @@ def _llama_server() -> str | None:
     configured = os.environ.get("LLAMA_SERVER_BIN") or os.environ.get("ORPHEUS_LLAMA_SERVER")
     if configured:
         return configured
-    built = (Path.home() / ".cache/orpheus-build/llama-cpp-python-0.3.36/bin/llama-server")
+    built = built_llama_server()
     return str(built) if built.is_file() else shutil.which("llama-server")
 
 

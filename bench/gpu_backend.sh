@@ -18,7 +18,7 @@ set -euo pipefail
 
 VERSION=0.3.36
 SRC_TAR="gpu-bench-src/llama-cpp.tar.gz"
-SDIST="${LLAMA_SDIST:-$HOME/.cache/orpheus-build/llama-cpp-python-$VERSION/llama_cpp_python-$VERSION.tar.gz}"
+SDIST="${LLAMA_SDIST:-${ORPHEUS_BUILD_CACHE:-$HOME/.cache/orpheus-build}/llama_cpp_python-$VERSION.tar.gz}"
 
 if [[ "${1:-}" == "--prepare" ]]; then
   [[ -f "$SDIST" ]] || { echo "no sdist at $SDIST: run .ci/build_llama.sh first" >&2; exit 2; }
@@ -49,7 +49,7 @@ if [[ ! -x "$server" ]]; then
   # The Dockerfile's flags, with this GPU's architecture instead of the L4's 89.
   cmake -S "$WORK/src/vendor/llama.cpp" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
     -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH}-real" -DGGML_NATIVE=OFF \
-    -DLLAMA_CURL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >"$OUT/cmake.log" 2>&1
   cmake --build "$WORK/build" --target llama-server -j "$(nproc)" >>"$OUT/cmake.log" 2>&1
   cp "$WORK/build/bin/llama-server" "$server"

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.local_cloud import LocalCloud
+from tests.fixtures.llama_build import built_llama_server
 from tests.fixtures.orpheus_gguf import write_orpheus_gguf
 from tests.fixtures.snac import export_tiny_snac
 from tests.reliability.faults import STRIKE_AFTER_EVENTS, Pause, Strike, speak
@@ -47,8 +48,7 @@ SAMPLES_PER_FRAME = 2048
 
 def llama_server() -> Path:
     configured = os.environ.get("ORPHEUS_LLAMA_SERVER")
-    path = Path(configured) if configured else (
-        Path.home() / ".cache/orpheus-build/llama-cpp-python-0.3.36/bin/llama-server")
+    path = Path(configured) if configured else built_llama_server()
     if not path.is_file():
         sys.exit(f"llama-server not found at {path}: run .ci/build_llama.sh or set "
                  "ORPHEUS_LLAMA_SERVER")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.dockerfile import stage_instructions
-from tests.fixtures.plugin_llama import LLAMA_CPP_PYTHON_VERSION, _built_llama_server
+from tests.fixtures.llama_build import build_cache
+from tests.fixtures.plugin_llama import LLAMA_CPP_PYTHON_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "runtime" / "backend" / "Dockerfile"
@@ -49,7 +50,7 @@ def test_the_build_stage_installs_a_compiler_and_make(build: list[tuple[str, str
 
 @pytest.fixture(scope="module")
 def sdist() -> Path:
-    path = _built_llama_server().parents[1] / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
+    path = build_cache() / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
     if not path.is_file():
         pytest.skip("the pinned sdist is not downloaded: run .ci/build_llama.sh")
     return path
