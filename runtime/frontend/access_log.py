@@ -85,6 +85,9 @@ class AccessLogMiddleware:
                 "response_bytes": body_bytes,
                 "complete": complete,
             }
+            key_name = scope.get("state", {}).get("api_key_name")
+            if key_name is not None:
+                fields["key"] = key_name  # the key's name, never the key
             stats = scope.get("state", {}).get("speech_stats")
             if stats is not None:
                 fields.update(stats.fields())

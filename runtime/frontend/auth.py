@@ -3,7 +3,9 @@
 Keys come from API_KEY_SECRET (several, comma-separated, while a key is being rotated). The
 presented key is compared with every configured key in constant time, without stopping at the first
 match, so the response time says nothing about which key or how much of it matched. Keys are never
-logged: not on success, not on failure.
+logged: not on success, not on failure. What the rest of the app knows of a caller is the matched
+key's NAME (`Settings.api_keys`: "default" for a single key), which the gate stores in the request
+state as `api_key_name` for the access log and per-key limits.
 
 The check runs twice: in `RequestGate` (gate.py), an ASGI middleware, before the body of a /v1
 request is read (FastAPI reads and parses the body before it runs route dependencies, so a
@@ -20,7 +22,10 @@ from fastapi import Request
 
 from runtime.frontend.errors import APIError
 
-__all__ = ["check_api_key", "key_matches", "presented_key", "require_api_key"]
+__all__ = ["check_api_key", "key_matches", "matching_key_name", "presented_key",
+           "require_api_key"]
+
+NamedKeys = tuple[tuple[str, bytes], ...]
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -35,17 +40,24 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def key_matches(candidate: str, keys: tuple[bytes, ...]) -> bool:
+def matching_key_name(candidate: str, keys: NamedKeys) -> str | None:
+    """The name of the configured key equal to `candidate`, or None; constant time in the keys."""
     given = candidate.encode()
-    matched = False
-    for key in keys:
-        # `|` rather than `or`: every key is compared whatever the outcome of the previous ones.
-        matched |= hmac.compare_digest(given, key)
-    return matched
+    found: str | None = None
+    for name, key in keys:
+        # Every key is compared whatever the outcome of the previous ones.
+        if hmac.compare_digest(given, key) and found is None:
+            found = name
+    return found
 
 
-def check_api_key(headers: Mapping[str, str], keys: tuple[bytes, ...]) -> None:
-    """Raise a 401 APIError in OpenAI's shape unless a configured key was presented."""
+def key_matches(candidate: str, keys: NamedKeys) -> bool:
+    return matching_key_name(candidate, keys) is not None
+
+
+def check_api_key(headers: Mapping[str, str], keys: NamedKeys) -> str:
+    """The presented key's name; a 401 APIError in OpenAI's shape unless a configured key was
+    presented."""
     candidate = presented_key(headers)
     if candidate is None:
         raise APIError(
@@ -54,15 +66,18 @@ def check_api_key(headers: Mapping[str, str], keys: tuple[bytes, ...]) -> None:
             code="missing_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not key_matches(candidate, keys):
+    name = matching_key_name(candidate, keys)
+    if name is None:
         raise APIError(
             401,
             "incorrect API key provided",
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return name
 
 
 async def require_api_key(request: Request) -> None:
     """FastAPI dependency: 401 in OpenAI's shape unless a configured key was presented."""
-    check_api_key(request.headers, request.app.state.settings.api_keys)
+    request.state.api_key_name = check_api_key(request.headers,
+                                               request.app.state.settings.api_keys)

@@ -75,9 +75,10 @@ class RequestGate:
         settings = scope["app"].state.settings
         headers = Headers(scope=scope)
         try:
-            check_api_key(headers, settings.api_keys)
+            key_name = check_api_key(headers, settings.api_keys)
             receive = await _read_body(receive, headers, settings.max_body_bytes)
         except APIError as exc:
             await error_response(exc)(scope, receive, send)
             return
+        scope.setdefault("state", {})["api_key_name"] = key_name  # read by the access log
         await self.app(scope, receive, send)

@@ -113,10 +113,12 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def api_keys(self) -> tuple[bytes, ...]:
-        """The accepted keys, as bytes for hmac.compare_digest (several during a rotation)."""
-        raw = self.api_key_secret.get_secret_value().split(",")
-        return tuple(k.strip().encode() for k in raw if k.strip())
+    def api_keys(self) -> tuple[tuple[str, bytes], ...]:
+        """The accepted keys with their names, as bytes for hmac.compare_digest (several during a
+        rotation): the first is "default", the others "key-2", "key-3", ..."""
+        raw = [k.strip() for k in self.api_key_secret.get_secret_value().split(",") if k.strip()]
+        return tuple(("default" if i == 0 else f"key-{i + 1}", k.encode())
+                     for i, k in enumerate(raw))
 
     @property
     def max_body_bytes(self) -> int:

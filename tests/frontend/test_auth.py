@@ -92,6 +92,9 @@ def test_no_key_in_any_log(rotating, caplog):
     assert "POST /v1/audio/speech 200" in logged
     for secret in (OLD, NEW, "sk-attacker-guess-123456"):
         assert secret not in logged  # ...without any key, right or wrong
+    # What the access log records of a caller is the key's name.
+    names = [r.__dict__.get("key") for r in caplog.records if r.name == "orpheus.frontend.access"]
+    assert names == ["default", "key-2", None, "key-2"]
 
 
 def test_anonymous_malformed_json_is_401_not_a_parse_error(frontend):

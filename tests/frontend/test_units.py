@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.frontend.auth import key_matches
+from runtime.frontend.auth import key_matches, matching_key_name
 from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY, DecodePool
 from runtime.frontend.settings import SettingsError, load_settings
 from runtime.frontend.tempo import tempo_stages
@@ -61,10 +61,13 @@ def test_cancelled_work_is_skipped_and_errors_propagate():
 
 
 def test_key_matching_checks_every_key():
-    keys = (b"alpha", b"beta")
+    keys = (("default", b"alpha"), ("key-2", b"beta"))
     assert key_matches("alpha", keys) and key_matches("beta", keys)
     assert not key_matches("alph", keys) and not key_matches("alphabeta", keys)
     assert not key_matches("", keys)
+    assert matching_key_name("beta", keys) == "key-2"
+    assert matching_key_name("alpha", keys) == "default"
+    assert matching_key_name("gamma", keys) is None
 
 
 def test_settings_errors_name_the_variables_and_hide_values(tmp_path):
@@ -95,7 +98,7 @@ def test_settings_defaults_and_derived_values(tmp_path):
         SNAC_MODEL_PATH=str(model),
         ORPHEUS_API_URL="https://orpheus-backend-xyz-uc.a.run.app/v1/completions",
     )
-    assert settings.api_keys == (b"k1", b"k2")
+    assert settings.api_keys == (("default", b"k1"), ("key-2", b"k2"))
     assert settings.audience == "https://orpheus-backend-xyz-uc.a.run.app"
     assert (settings.port, settings.temperature, settings.top_p, settings.repetition_penalty) == (
         5005,
