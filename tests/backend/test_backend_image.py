@@ -85,3 +85,32 @@ def test_every_cmake_option_exists_in_the_pinned_llama_cpp(
         assert declared, f"-D{name}: no such option in the pinned llama.cpp"
     assert "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES}" in argv
     assert _arg(build, "CUDA_ARCHITECTURES") == "89-real"  # the L4 (compute capability 8.9)
+
+
+# Switches that compile instructions beyond the x86-64-v3 baseline (or the build machine's own).
+_CPU_SPECIFIC = re.compile(r"-DGGML_(NATIVE=ON|AVX512\w*|AVX_VNNI|AMX\w*|AVXVNNI\w*)\b")
+
+
+def test_every_llama_cpp_build_is_portable(build: list[tuple[str, str]]) -> None:
+    """The build machine's CPU is not the run machine's (issue 10: SIGILL on AMD CI machines)."""
+    configure = " ".join(_cmake_configure(build))
+    assert "-DGGML_NATIVE=OFF" in configure
+    assert not _CPU_SPECIFIC.search(configure), configure
+    for script in (REPO / ".ci" / "build_llama.sh", REPO / "bench" / "gpu_backend.sh"):
+        text = script.read_text()
+        assert "-DGGML_NATIVE=OFF" in text, script
+        assert not _CPU_SPECIFIC.search(text), f"{script}: {_CPU_SPECIFIC.search(text)}"
+
+
+def test_base_images_are_pinned_by_digest() -> None:
+    for dockerfile in (DOCKERFILE, REPO / "runtime" / "frontend" / "Dockerfile"):
+        images = re.findall(r"^ARG \w+_IMAGE=(\S+)$", dockerfile.read_text(), re.M)
+        assert images, dockerfile
+        for image in images:
+            assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), image
+
+
+def test_cuda_compile_parallelism_follows_memory(build: list[tuple[str, str]]) -> None:
+    compile_step = next(rest for kw, rest in build if kw == "RUN" and "cmake --build" in rest)
+    assert "MemTotal" in compile_step
+    assert '-j "$(nproc)"' not in compile_step
