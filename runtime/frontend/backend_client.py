@@ -159,6 +159,10 @@ class BackendClient:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                if reason:
+                    # A retry's back-off outlived the deadline (a loaded machine oversleeps): the
+                    # backend was refusing throughout, which is "unavailable", not "slow".
+                    raise BackendUnavailable(f"{reason}; gave up after {attempt} attempts")
                 raise BackendTimeout("the backend did not answer before the deadline")
             # Reads wait at most until the deadline: the request then ends through httpx's own
             # timeout, whose clean-up closes the connection. Cancelling a task blocked inside

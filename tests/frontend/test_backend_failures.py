@@ -267,3 +267,31 @@ def test_a_200_that_is_not_a_completion_is_502(frontend, fake_backend, body):
     fake_backend.script(Behavior.status_code(200, body=body))
     error = assert_error(post(frontend), 502, "backend_error")
     assert "completion" in error["message"]
+
+
+def test_deadline_passed_while_backing_off_is_still_503(fake_backend):
+    """A loaded machine can oversleep a back-off past the deadline; the backend was refusing the
+    whole time, so the answer is 'unavailable', not 'timed out'. The retry hook blocks the event
+    loop past the deadline, which is what an oversleep looks like to the client."""
+    import asyncio
+    import time
+
+    from runtime.frontend.backend_client import BackendClient, BackendUnavailable, GenerationParams
+
+    fake_backend.default = Behavior.status_code(503)
+    params = GenerationParams("orpheus", 100, 0.6, 0.9, 1.1)
+
+    async def run() -> None:
+        async with httpx.AsyncClient() as http:
+            client = BackendClient(http, fake_backend.url, params, initial_backoff=0.05)
+            deadline = asyncio.get_running_loop().time() + 0.5
+
+            def oversleep(reason: str | None) -> None:
+                if reason:
+                    time.sleep(0.6)
+
+            with pytest.raises(BackendUnavailable, match="503"):
+                await client._open("prompt", deadline, on_retry=oversleep)
+
+    asyncio.run(run())
+    assert len(fake_backend.completions) == 1
