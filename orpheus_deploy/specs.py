@@ -198,7 +198,11 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str) -> r
         name=n.frontend_service_path,
         labels=_labels(settings, "frontend"),
         ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
-        invoker_iam_disabled=False,
+        # Public by design (the API key is its lock). Cloud Run's "Allowing public
+        # (unauthenticated) access" page recommends disabling the invoker IAM check over an
+        # allUsers binding, which domain-restricted sharing (iam.allowedPolicyMemberDomains)
+        # refuses; the setting also applies at once, where a binding takes minutes.
+        invoker_iam_disabled=True,
         template=template,
     )
 

@@ -31,7 +31,7 @@ def status(ctx: typer.Context) -> None:
         if svc["exists"]:
             ready = "ready" if svc["ready"] else f"NOT READY: {svc['message']}"
             ui.out.print(f"{name}: {svc['uri']}  revision {svc['latest_created_revision']} "
-                         f"({ready})", markup=False)
+                         f"({ready}); {svc['access']}", markup=False)
     for kind, digest in report.images.items():
         ui.out.print(f"image {kind}: {digest or 'not built'}", markup=False)
     gpu = report.gpu

@@ -82,9 +82,14 @@ def status(settings: Settings, cloud: Cloud) -> StatusReport:
             matches = None
             if live is not None and not resource.inputs_missing():
                 matches = not resource.diff(resource.spec(), live)
-            out.services[resource.name] = st.as_dict() | {"matches_desired": matches}
+            live_public = bool(live is not None and live.invoker_iam_disabled)
+            out.services[resource.name] = st.as_dict() | {
+                "matches_desired": matches, "access": resource.access,
+                "invoker_iam_disabled": live_public if live is not None else None}
             out.resources.append({"key": resource.key, "exists": st.exists,
-                                  "matches": matches, "detail": st.uri or ""})
+                                  "matches": matches,
+                                  "detail": f"{st.uri or ''} ({resource.access})"
+                                  if st.exists else resource.access})
             continue
         result = plan_resource(resource, cloud)
         exists = result.action != "create"
@@ -114,7 +119,6 @@ def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> Pha
     not_deleted = {
         "apis/required": "kept: APIs are never disabled (other workloads may use them)",
         f"run-invoker/{n.backend_service}": "removed with its service",
-        f"run-invoker/{n.frontend_service}": "removed with its service",
         f"subnet-private-google-access/{settings.region}/{settings.subnet}":
             "kept: the subnet is not ours and others may need Private Google Access",
     }
