@@ -210,7 +210,7 @@ class BackendClient:
                     return response
                 body = (await response.aread())[:300].decode("utf-8", "replace")
                 await response.aclose()
-                if response.status_code == 403 and self._tokens is not None:
+                if response.status_code == 403:
                     raise BackendForbidden(
                         "the backend refused this frontend's service account (403): a "
                         "roles/run.invoker binding granted in the last minutes may not apply "
