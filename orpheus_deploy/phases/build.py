@@ -11,7 +11,6 @@ allowed with any build service account and needs no extra API or client library.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 import shutil
@@ -141,27 +140,15 @@ def run_build(settings: Settings, cloud: Cloud, *, force: bool = False,
 
 
 def ensure_build_bucket(settings: Settings, cloud: Cloud) -> str:
-    """The staging bucket for sources and logs; created on first use, in the deploy region."""
-    from google.api_core import exceptions
+    """The staging bucket for sources and logs, in the deploy region, private (public access
+    prevention), with a lifecycle rule that deletes old sources and logs; created on first use
+    and brought back to that spec on every build (resources/bucket.py)."""
+    from orpheus_deploy.resources.base import reconcile
+    from orpheus_deploy.resources.bucket import BuildBucket
 
-    from orpheus_deploy.gcp import translated
-
-    name = settings.names.build_bucket
-    client = cloud.storage()
-    with translated(f"prepare the build bucket {name}", settings.project):
-        try:
-            client.get_bucket(name, retry=cloud.policy.storage_retry())
-        except exceptions.NotFound:
-            bucket = client.bucket(name)
-            bucket.iam_configuration.uniform_bucket_level_access_enabled = True
-            # Conflict: created concurrently by another run; the get below sees it.
-            with contextlib.suppress(exceptions.Conflict):
-                client.create_bucket(bucket, location=settings.region)
-            # Old sources and logs are worthless after a week; don't let them accrue cost.
-            bucket = client.get_bucket(name)
-            bucket.add_lifecycle_delete_rule(age=7)
-            bucket.patch()
-    return name
+    bucket = BuildBucket(settings)
+    reconcile(bucket, cloud)
+    return bucket.name
 
 
 # What the account that runs the build needs, granted on the two resources it touches only.

@@ -79,6 +79,7 @@ class CloudBuildFake(FakeService):
         self.default_service_account = (
             f"{cloud.project_number}-compute@developer.gserviceaccount.com")
         self.builder_needs_grants = False
+        self.image_bytes = 3 * 2**30  # what each pushed image adds to its repository's size
 
     # -- the build's service account and what it may touch --------------------------------------
     def _builder_has(self, bucket: str, roles: frozenset[str]) -> bool:
@@ -246,7 +247,11 @@ class CloudBuildFake(FakeService):
                 f"{image}|{b.source.storage_source.object_}".encode()).hexdigest()
             images.append(cloudbuild_v1.BuiltImage(name=image, digest=digest))
             fb.log.append(f"Pushing {image}")
-            fb.log.append(f"{image.rsplit(':', 1)[-1]}: digest: {digest} size: 1234")
+            fb.log.append(f"{image.rsplit(':', 1)[-1]}: digest: {digest} size: "
+                          f"{self.image_bytes}")
+            registry = self.cloud.services.get("artifactregistry")
+            if registry is not None:
+                registry.record_push(image, digest, self.image_bytes)
         b.results = cloudbuild_v1.Results(images=images)
         fb.log.append("DONE")
         b.status = Status.SUCCESS

@@ -252,7 +252,8 @@ class _Handler(EmulatorHandler):
                                               "succeeded and you already own it."}}
         else:
             fields = {k: v for k, v in body.items() if k in ("location", "iamConfiguration",
-                                                               "labels", "storageClass")}
+                                                               "labels", "storageClass",
+                                                               "lifecycle")}
             if "location" in fields:
                 fields["location"] = str(fields["location"]).upper()
                 bucket["locationType"] = "region" if "-" in fields["location"] else "multi-region"
