@@ -624,10 +624,13 @@ class FakeCloud:
         return next(self._counter)
 
     # -- dispatch ----------------------------------------------------------------------------
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, lose_response: bool = False) -> Fault | None:
+        """The next fault for ``path`` of the kind asked: one that replaces the handler, or
+        (``lose_response``) one that hides the answer of a handler that succeeded."""
         with self._lock:
             for fault in self.faults:
-                if path.endswith(fault.match) and (fault.times is None or fault.times > 0):
+                if (path.endswith(fault.match) and fault.lose_response == lose_response
+                        and (fault.times is None or fault.times > 0)):
                     if fault.times is not None:
                         fault.times -= 1
                     return fault
@@ -640,7 +643,7 @@ class FakeCloud:
             self.record(call)
             try:
                 fault = self._take_fault(route.path)
-                if fault is not None and not fault.lose_response:
+                if fault is not None:
                     raise FakeError(fault.code, fault.message, fault.reason,
                                     metadata=fault.metadata)
                 if impl is None:
@@ -657,9 +660,9 @@ class FakeCloud:
                 if hook is not None:
                     hook(request)
                 answer = impl(request, context)
-                if fault is not None:  # lose_response: the work is done, the answer is lost
-                    raise FakeError(fault.code, fault.message, fault.reason,
-                                    metadata=fault.metadata)
+                lost = self._take_fault(route.path, lose_response=True)
+                if lost is not None:  # the work is done, only the answer is lost
+                    raise FakeError(lost.code, lost.message, lost.reason, metadata=lost.metadata)
                 return answer
             except FakeError as err:
                 call.code = err.code.name
