@@ -170,6 +170,7 @@ class PipelineOptions:
 class PipelineReport:
     phases: list[PhaseReport] = field(default_factory=list)
     smoke: Any = None  # phases.smoke_test.SmokeResult
+    doctor: Any = None  # phases.doctor.DoctorReport
 
     @property
     def changed(self) -> bool:
@@ -177,6 +178,7 @@ class PipelineReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"changed": self.changed, "phases": [p.as_dict() for p in self.phases],
+                "doctor": self.doctor.as_dict() if self.doctor is not None else None,
                 "smoke_test": self.smoke.as_dict() if self.smoke is not None else None}
 
 
@@ -189,6 +191,7 @@ def deploy_all(settings: Settings, cloud: Cloud, ui: UI, options: PipelineOption
     cloud.ensure_credentials()
     settings.require_project()
     out = PipelineReport()
+    out.doctor = _preflight(settings, cloud, ui)
     out.phases.append(run_setup(settings, ui, options.api_key or KeySource.generate(),
                                 cloud=cloud, key_file=options.api_key_file))
     if options.model_path is not None:
@@ -225,6 +228,29 @@ def deploy_all(settings: Settings, cloud: Cloud, ui: UI, options: PipelineOption
         if not out.smoke.ok:
             raise SmokeTestFailed(out.smoke)
     return out
+
+
+def _preflight(settings: Settings, cloud: Cloud, ui: UI) -> Any:
+    """`orpheus doctor` before anything slow or billable: the APIs it reads are enabled first
+    (setup's first step, idempotent), then a failing check stops the pipeline here, before the
+    model upload and the image build."""
+    from orpheus_deploy.phases.doctor import DoctorFailed, run_doctor
+    from orpheus_deploy.resources.apis import Apis
+
+    with ui.spinner("apis/required") as progress:
+        cloud.progress = progress
+        try:
+            reconcile(Apis(settings), cloud)
+        finally:
+            cloud.progress = None
+    report = run_doctor(settings, cloud)
+    if not ui.json_mode:
+        from orpheus_deploy.commands.doctor import render
+
+        render(ui, report)
+    if not report.ok:
+        raise DoctorFailed(report)
+    return report
 
 
 def _upload_model(settings: Settings, cloud: Cloud, ui: UI, path: Path) -> PhaseReport:
