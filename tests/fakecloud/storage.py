@@ -260,12 +260,7 @@ class _Handler(EmulatorHandler):
             emulator_buckets._patch_bucket(bucket, fields)
             bucket["metageneration"] = "1"
             self.emulator.storage.create_bucket(name, bucket)
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._json(status, payload)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         call = getattr(self, "_call", None)
