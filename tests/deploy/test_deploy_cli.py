@@ -143,7 +143,16 @@ def test_failed_frontend_step_resumes_there(cloud: Any, run_cli: Any, model_file
 def test_quota_and_invalid_spec_are_explained(cloud: Any, run_cli: Any, model_file: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     cloud.services["run"].gpu_quota["no_zonal"] = 0
+    # deploy --all finds it in its preflight (tests/deploy/test_doctor.py), before the build.
     result = run_cli("deploy", "--all", "--no-test", "--model", str(model_file))
+    assert result.exit_code == 7, result.everything
+    assert "request quota NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion" in result.stderr
+    assert "console.cloud.google.com/iam-admin/quotas?project=test-project" in result.stderr
+    # Cloud Run's own refusal, when a deploy step runs without the preflight.
+    assert run_cli("setup").exit_code == 0
+    assert run_cli("upload-model", str(model_file)).exit_code == 0
+    assert run_cli("build").exit_code == 0
+    result = run_cli("deploy-backend")
     assert result.exit_code == 7, result.everything
     assert "request nvidia-l4 quota (without zonal redundancy) in region us-central1" in \
         result.stderr

@@ -28,7 +28,7 @@ from tests.fixtures.plugin_cloud import FAKE_PROJECT, CliResult, cli_env, invoke
 REGION = "us-central1"
 # The strict cloud's delays: long enough that each wait is really exercised, short for a test.
 STRICT_IAM_PROPAGATION_S = 4.0
-STRICT_VPC_EGRESS_DELAY_S = 6.0
+STRICT_VPC_EGRESS_DELAY_S = 12.0
 # Build outputs of the images' earlier stages, by their path in the image (see the Dockerfiles).
 LLAMA_SERVER_IN_IMAGE = "/usr/local/bin/llama-server"
 SNAC_IN_IMAGE = "/opt/snac/snac_decoder.onnx"

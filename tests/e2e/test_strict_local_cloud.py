@@ -43,7 +43,7 @@ def workflow_command() -> list[str]:
 
 def test_deploy_all_succeeds_in_one_run_on_a_strict_fresh_cloud(
         local_cloud_factory: Callable[..., LocalCloud], tiny_gguf_q8: Path) -> None:
-    lc = local_cloud_factory(strict=True, ORPHEUS_API_TIMEOUT_S="4")
+    lc = local_cloud_factory(strict=True, ORPHEUS_API_TIMEOUT_S="8")
     try:
         first = lc.cli("--json", "deploy", "--all", "--model", str(tiny_gguf_q8), CI="true")
         assert first.exit_code == 0, first.everything
