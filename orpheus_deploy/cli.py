@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from orpheus_deploy import commands
-from orpheus_deploy.commands import build, deploy, destroy, local, plan, status, test
+from orpheus_deploy.commands import build, deploy, destroy, doctor, local, plan, status, test
 from orpheus_deploy.commands import config as config_cmd
 from orpheus_deploy.commands import init as init_cmd
 from orpheus_deploy.commands import setup as setup_cmd
@@ -62,6 +62,7 @@ def _global_options(
 
 app.command("init")(init_cmd.init)
 app.command("config")(config_cmd.config)
+app.command("doctor")(doctor.doctor)
 app.command("setup")(setup_cmd.setup)
 app.command("upload-model")(upload_cmd.upload_model)
 app.command("build")(build.build)

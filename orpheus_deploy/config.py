@@ -179,7 +179,12 @@ class Settings:
     top_p: float = 0.9
     repetition_penalty: float = 1.1
     max_tokens: int = 2000
-    api_timeout_s: int = 120
+    # The frontend's deadline for the backend's first answer (ORPHEUS_API_TIMEOUT): the first
+    # request after idle waits for a cold GPU instance. Budget (README, "First request after
+    # idle"): instance with GPU driver ~5 s + image start ~60 s + model copied from Cloud Storage
+    # ~35 s (3.5 GB at ~100 MB/s) + weights into GPU memory ~2 s (measured for 3.5 GB) + the
+    # backend's 10 s probe period = ~112 s, so 120 s left no margin; 300 s is 2.7x the estimate.
+    api_timeout_s: int = 300
     # Where each value came from: "default", "orpheus.toml", "env ORPHEUS_X", "flag", "adc".
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 

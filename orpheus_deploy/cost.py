@@ -72,3 +72,39 @@ def backend_hourly_cost(settings: Settings) -> HourlyCost:
         memory=parse_memory_gib(settings.backend_memory) * MEMORY_PER_GIB_S * 3600,
         gpu=None if gpu is None else gpu * settings.gpu_count * 3600,
     )
+
+
+# Storage, billed every month whether or not anything runs (list prices, same date as above):
+# Cloud Storage Standard in a region such as us-central1, per GiB-month
+# (https://cloud.google.com/storage/pricing), and Artifact Registry storage per GiB-month
+# beyond the first 0.5 GiB free (https://cloud.google.com/artifact-registry/pricing).
+STORAGE_PER_GIB_MONTH = 0.020
+REGISTRY_PER_GIB_MONTH = 0.10
+REGISTRY_FREE_GIB = 0.5
+STORAGE_PRICING_URLS = ("https://cloud.google.com/storage/pricing",
+                        "https://cloud.google.com/artifact-registry/pricing")
+
+
+@dataclass(frozen=True)
+class StorageCost:
+    """What the deployment keeps in storage, in bytes, and its monthly list price."""
+
+    model_bucket_bytes: int
+    build_bucket_bytes: int
+    registry_bytes: int
+
+    @property
+    def usd_per_month(self) -> float:
+        buckets = (self.model_bucket_bytes + self.build_bucket_bytes) / 2**30
+        registry = max(0.0, self.registry_bytes / 2**30 - REGISTRY_FREE_GIB)
+        return buckets * STORAGE_PER_GIB_MONTH + registry * REGISTRY_PER_GIB_MONTH
+
+    def as_dict(self) -> dict[str, object]:
+        return {"model_bucket_bytes": self.model_bucket_bytes,
+                "build_bucket_bytes": self.build_bucket_bytes,
+                "registry_bytes": self.registry_bytes,
+                "model_bucket_gib": round(self.model_bucket_bytes / 2**30, 3),
+                "build_bucket_gib": round(self.build_bucket_bytes / 2**30, 3),
+                "registry_gib": round(self.registry_bytes / 2**30, 3),
+                "usd_per_month": round(self.usd_per_month, 2), "prices_as_of": PRICES_AS_OF,
+                "sources": list(STORAGE_PRICING_URLS)}

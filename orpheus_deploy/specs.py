@@ -29,8 +29,13 @@ MANAGED_BY_LABEL = ("managed-by", "orpheus-deploy")
 STARTUP_PROBE_PERIOD_S = 10
 STARTUP_PROBE_TIMEOUT_S = 5
 STARTUP_PROBE_FAILURES = 90
-# The frontend starts in seconds (ONNX session + FastAPI); a short budget catches a crash loop fast.
-FRONTEND_PROBE_FAILURES = 12
+# The frontend's app starts in seconds (ONNX session + FastAPI), but with Direct VPC egress a new
+# instance "might experience connection establishment delays of a minute or more" (Direct VPC
+# egress page, Limitations), so its probe is GET /ready, which passes only once the backend's
+# host answers (runtime/frontend/egress.py); 24 x 10 s = 4 minutes covers that delay with room
+# (Cloud Run allows up to 600 s for a CPU service).
+FRONTEND_PROBE_PATH = "/ready"
+FRONTEND_PROBE_FAILURES = 24
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -49,9 +54,9 @@ def _require_digest(image: str) -> str:
 
 
 def _container(component: str, image: str, port: int, probe_failures: int,
-               **fields: Any) -> run_v2.Container:
+               probe_path: str = "/health", **fields: Any) -> run_v2.Container:
     """What both apps' containers share: the image by digest, the one port Cloud Run sends
-    requests to, and a startup probe on GET /health there (503 while loading, 200 when ready)."""
+    requests to, and an HTTP startup probe there (503 while not ready, 200 when ready)."""
     from google.cloud import run_v2
 
     return run_v2.Container(
@@ -59,7 +64,7 @@ def _container(component: str, image: str, port: int, probe_failures: int,
         image=_require_digest(image),
         ports=[run_v2.ContainerPort(name="http1", container_port=port)],
         startup_probe=run_v2.Probe(
-            http_get=run_v2.HTTPGetAction(path="/health", port=port),
+            http_get=run_v2.HTTPGetAction(path=probe_path, port=port),
             period_seconds=STARTUP_PROBE_PERIOD_S,
             timeout_seconds=STARTUP_PROBE_TIMEOUT_S,
             failure_threshold=probe_failures,
@@ -167,7 +172,7 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str) -> r
             secret=n.secret, version="latest")),
     ))
     container = _container(
-        "frontend", image, n.frontend_port, FRONTEND_PROBE_FAILURES,
+        "frontend", image, n.frontend_port, FRONTEND_PROBE_FAILURES, FRONTEND_PROBE_PATH,
         env=env_vars,
         resources=run_v2.ResourceRequirements(
             limits={"cpu": settings.frontend_cpu, "memory": settings.frontend_memory},
@@ -198,7 +203,11 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str) -> r
         name=n.frontend_service_path,
         labels=_labels(settings, "frontend"),
         ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
-        invoker_iam_disabled=False,
+        # Public by design (the API key is its lock). Cloud Run's "Allowing public
+        # (unauthenticated) access" page recommends disabling the invoker IAM check over an
+        # allUsers binding, which domain-restricted sharing (iam.allowedPolicyMemberDomains)
+        # refuses; the setting also applies at once, where a binding takes minutes.
+        invoker_iam_disabled=True,
         template=template,
     )
 

@@ -7,6 +7,7 @@ In ``--json`` mode stdout carries exactly one JSON object per command (the resul
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,10 +84,17 @@ class UI:
         if self.json_mode:
             print(json.dumps(data, default=str), flush=True)
 
+    @property
+    def ci(self) -> bool:
+        """Running in CI (``CI=true``, as GitHub Actions, GitLab and most CI systems set it):
+        output goes to logs that are kept and shared, so secrets are never printed."""
+        return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
     def show_secret_once(self, label: str, value: str) -> None:
-        """Print a generated secret to the terminal exactly once (stdout; never logged)."""
-        if self.json_mode:
-            return  # the JSON result carries it, see the setup command
+        """Print a generated secret to the terminal exactly once (stdout; never logged). Never
+        in --json mode or in CI, whose output is kept (see phases.setup for the alternatives)."""
+        if self.json_mode or self.ci:
+            return
         self.out.print(f"{label}: ", end="", markup=False)
         self.out.print(value, markup=False, highlight=False)
         self.err.print("[dim]Store it now: it is not shown again.[/dim]")

@@ -29,6 +29,9 @@ def deploy(
     ] = False,
     no_test: Annotated[bool, typer.Option(
         "--no-test", help="Skip the smoke test at the end.")] = False,
+    api_key_file: Annotated[Path | None, typer.Option(
+        "--api-key-file", help="Write a newly generated API key to this file (mode 0600) "
+        "instead of printing it.", dir_okay=False, show_default=False)] = None,
 ) -> None:
     """Deploy both services (with --all: the whole pipeline from an empty project)."""
     from orpheus_deploy.gcp import Cloud, credentials_available
@@ -49,10 +52,12 @@ def deploy(
     if not credentials_available():
         _dry_run(ctx, ui, model)
         return
+    from orpheus_deploy.commands import check_key_file
     from orpheus_deploy.phases.deploy import PipelineOptions, deploy_all
     from orpheus_deploy.phases.setup import KeySource
 
     settings = settings_for(ctx)
+    check_key_file(api_key_file)
     key = None
     if api_key == "-":
         key = KeySource.from_stdin(sys.stdin)
@@ -64,7 +69,8 @@ def deploy(
     nested = _nested_ui(ui)
     try:
         result = deploy_all(settings, Cloud(settings), nested, PipelineOptions(
-            model_path=model, api_key=key, force_build=force_build, run_test=not no_test))
+            model_path=model, api_key=key, force_build=force_build, run_test=not no_test,
+            api_key_file=api_key_file))
     except BuildFailed as exc:
         if ui.json_mode:  # the log was not streamed: show the failing step's tail on stderr
             show_log_tail(ui, exc)

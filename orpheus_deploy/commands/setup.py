@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,16 +18,23 @@ def setup(
         show_default=False)] = None,
     rotate_key: Annotated[bool, typer.Option(
         "--rotate-key", help="Add a new version to an existing API-key secret.")] = False,
+    api_key_file: Annotated[Path | None, typer.Option(
+        "--api-key-file", help="Write a newly generated API key to this file (mode 0600) "
+        "instead of printing it.", dir_okay=False, show_default=False)] = None,
 ) -> None:
     """Prepare the project (APIs, bucket, secret, ...).
 
     Enables the APIs, creates the model bucket, the Artifact Registry repository, the API-key
-    secret and the two service accounts with least-privilege bindings. Safe to re-run.
+    secret and the two service accounts with least-privilege bindings. Safe to re-run. A key
+    generated here is shown once on a terminal; never with --json or in CI (CI=true), where
+    --api-key-file or Secret Manager is the way to get it.
     """
+    from orpheus_deploy.commands import check_key_file
     from orpheus_deploy.phases.setup import KeySource, run_setup
 
     ui = ui_for(ctx)
     settings = settings_for(ctx)
+    check_key_file(api_key_file)
     if api_key == "-":
         source = KeySource.from_stdin(sys.stdin)
     elif api_key is not None:
@@ -35,7 +43,7 @@ def setup(
         source = KeySource.from_stdin(sys.stdin, required=False)
     else:
         source = KeySource.generate()
-    run_setup(settings, ui, source, rotate_key=rotate_key)
+    run_setup(settings, ui, source, rotate_key=rotate_key, key_file=api_key_file)
 
 
 def _stdin_has_data() -> bool:

@@ -31,7 +31,7 @@ def status(ctx: typer.Context) -> None:
         if svc["exists"]:
             ready = "ready" if svc["ready"] else f"NOT READY: {svc['message']}"
             ui.out.print(f"{name}: {svc['uri']}  revision {svc['latest_created_revision']} "
-                         f"({ready})", markup=False)
+                         f"({ready}); {svc['access']}", markup=False)
     for kind, digest in report.images.items():
         ui.out.print(f"image {kind}: {digest or 'not built'}", markup=False)
     gpu = report.gpu
@@ -42,3 +42,9 @@ def status(ctx: typer.Context) -> None:
     ui.out.print(f"Estimated cost while the backend runs: ${cost['total_usd']:.2f}/hour per "
                  f"instance (list prices of {cost['prices_as_of']}, {cost['source']}); "
                  "nothing while scaled to zero.", markup=False)
+    store = report.storage_per_month
+    ui.out.print(f"Storage, billed monthly even when scaled to zero: model bucket "
+                 f"{store['model_bucket_gib']:.2f} GiB, build bucket "
+                 f"{store['build_bucket_gib']:.2f} GiB, images {store['registry_gib']:.2f} GiB: "
+                 f"about ${store['usd_per_month']:.2f}/month (cleanup keeps the 3 newest image "
+                 "versions; build sources expire after 7 days).", markup=False)

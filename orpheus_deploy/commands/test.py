@@ -34,7 +34,12 @@ def test(
         cloud.ensure_credentials()
         url = url or phase.frontend_url(settings, cloud)
         key = key or phase.api_key_from_secret(settings, cloud)
-    result = phase.run_smoke_test(url, key, timeout_s=timeout)
+    from orpheus_deploy.gcp.policy import OperationPolicy
+
+    # Right after a deploy the frontend's invoker binding on the backend may not apply yet:
+    # wait for it (bounded, with progress) rather than report a failure that fixes itself.
+    result = phase.run_smoke_test(url, key, timeout_s=timeout,
+                                  patience=OperationPolicy.from_env(), report=ui.info)
     if not ui.json_mode:
         render(ui, result)
         if not result.ok:

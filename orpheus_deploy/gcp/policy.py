@@ -18,6 +18,7 @@ _ENV = {
     "retry_initial_s": "ORPHEUS_RETRY_INITIAL_S",
     "retry_max_s": "ORPHEUS_RETRY_MAX_S",
     "retry_deadline_s": "ORPHEUS_RETRY_DEADLINE_S",
+    "iam_propagation_s": "ORPHEUS_IAM_PROPAGATION_S",
 }
 
 
@@ -31,6 +32,10 @@ class OperationPolicy:
     retry_max_s: float = 30.0
     retry_multiplier: float = 2.0
     retry_deadline_s: float = 120.0
+    # How long to wait for an IAM change this tool made to take effect. Google: "typically
+    # propagate in 2 minutes, but could potentially take 7 minutes or longer"
+    # (cloud.google.com/iam/docs/access-change-propagation); 10 minutes covers the long tail.
+    iam_propagation_s: float = 600.0
 
     @classmethod
     def from_env(cls) -> OperationPolicy:
@@ -45,7 +50,8 @@ class OperationPolicy:
     def fast(cls) -> OperationPolicy:
         """For tests: poll and retry every few milliseconds."""
         return cls(poll_initial_s=0.005, poll_max_s=0.02, operation_timeout_s=30.0,
-                   retry_initial_s=0.005, retry_max_s=0.02, retry_deadline_s=1.0)
+                   retry_initial_s=0.005, retry_max_s=0.02, retry_deadline_s=1.0,
+                   iam_propagation_s=10.0)
 
     def retry(self) -> Any:
         """A ``google.api_core.retry.Retry`` for transient errors (UNAVAILABLE, 429 rate limits

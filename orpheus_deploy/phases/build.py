@@ -11,7 +11,6 @@ allowed with any build service account and needs no extra API or client library.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 import shutil
@@ -90,8 +89,19 @@ def build_request(settings: Settings, config: Any, bucket: str, source_object: s
     build.logs_bucket = f"gs://{bucket}/logs"
     # proto-plus ships no type information, so mypy reads its enums' members as plain ints.
     build.options.logging = cloudbuild_v1.BuildOptions.LoggingMode.GCS_ONLY  # type: ignore[assignment]
-    build.tags.extend(["orpheus", settings.name])
+    # Tags annotate the build (they are not image tags). With the default name "orpheus" the
+    # two would be the same; a tag unique to this submission finds the build again when
+    # CreateBuild's answer is lost (see submit_and_follow).
+    tags = [*build.tags, "orpheus", settings.name, submission_tag()]
+    del build.tags[:]
+    build.tags.extend(dict.fromkeys(tags))
     return build
+
+
+def submission_tag() -> str:
+    import secrets
+
+    return f"orpheus-submit-{secrets.token_hex(6)}"
 
 
 def up_to_date(state: DeploymentState, context_sha: str) -> bool:
@@ -113,10 +123,11 @@ def run_build(settings: Settings, cloud: Cloud, *, force: bool = False,
                                      "frontend": state.frontend_image_digest or ""})
     config = load_build_config(root)
     bucket = ensure_build_bucket(settings, cloud)
-    grant_builder_access(settings, cloud, bucket)
+    builder = grant_builder_access(settings, cloud, bucket)
     source_object = upload_context(cloud, bucket, context)
     request = build_request(settings, config, bucket, source_object)
-    build = submit_and_follow(settings, cloud, request, on_log or (lambda _line: None))
+    build = submit_and_follow(settings, cloud, request, on_log or (lambda _line: None),
+                              builder=builder)
     digests = digests_of(settings, build)
     state = load_state(cloud, settings)  # re-read: the build took minutes
     state = dataclasses.replace(
@@ -129,27 +140,15 @@ def run_build(settings: Settings, cloud: Cloud, *, force: bool = False,
 
 
 def ensure_build_bucket(settings: Settings, cloud: Cloud) -> str:
-    """The staging bucket for sources and logs; created on first use, in the deploy region."""
-    from google.api_core import exceptions
+    """The staging bucket for sources and logs, in the deploy region, private (public access
+    prevention), with a lifecycle rule that deletes old sources and logs; created on first use
+    and brought back to that spec on every build (resources/bucket.py)."""
+    from orpheus_deploy.resources.base import reconcile
+    from orpheus_deploy.resources.bucket import BuildBucket
 
-    from orpheus_deploy.gcp import translated
-
-    name = settings.names.build_bucket
-    client = cloud.storage()
-    with translated(f"prepare the build bucket {name}", settings.project):
-        try:
-            client.get_bucket(name, retry=cloud.policy.storage_retry())
-        except exceptions.NotFound:
-            bucket = client.bucket(name)
-            bucket.iam_configuration.uniform_bucket_level_access_enabled = True
-            # Conflict: created concurrently by another run; the get below sees it.
-            with contextlib.suppress(exceptions.Conflict):
-                client.create_bucket(bucket, location=settings.region)
-            # Old sources and logs are worthless after a week; don't let them accrue cost.
-            bucket = client.get_bucket(name)
-            bucket.add_lifecycle_delete_rule(age=7)
-            bucket.patch()
-    return name
+    bucket = BuildBucket(settings)
+    reconcile(bucket, cloud)
+    return bucket.name
 
 
 # What the account that runs the build needs, granted on the two resources it touches only.
@@ -180,33 +179,47 @@ def builder_account(settings: Settings, cloud: Cloud) -> str | None:
     return email or None
 
 
-def grant_builder_access(settings: Settings, cloud: Cloud, bucket: str) -> list[Result]:
+@dataclass
+class BuilderAccess:
+    """The account builds run as, and whether this tool's bindings for it are in place."""
+
+    email: str | None = None
+    granted: bool = False  # both bindings are in the policies (applied or not yet)
+    results: list[Result] = field(default_factory=list)
+
+
+def grant_builder_access(settings: Settings, cloud: Cloud, bucket: str) -> BuilderAccess:
     """Let the build's account read and write the build bucket and push to our repository
     (bindings on those two resources only; nothing project-wide). Idempotent: an existing
-    binding is read, not written again."""
+    binding is read, not written again.
+
+    The repository binding is made first: the push comes at the end of the build, and by the
+    time CreateBuild accepts the source (which proves the later bucket binding applies, see
+    submit_and_follow) the earlier one has had at least as long to propagate."""
     from orpheus_deploy.resources.base import reconcile
     from orpheus_deploy.resources.iam import BucketIamBinding, GrpcIamBinding
 
     email = builder_account(settings, cloud)
     if email is None:
-        return []
+        return BuilderAccess()
     member = f"serviceAccount:{email}"
     n = settings.names
     bindings = [
-        BucketIamBinding(settings, BUILD_BUCKET_ROLE, member, bucket=bucket),
         GrpcIamBinding(settings, lambda c: c.artifact_registry(), n.repo_path,
                        REGISTRY_WRITER_ROLE, member, label=f"repository/{n.repo}"),
+        BucketIamBinding(settings, BUILD_BUCKET_ROLE, member, bucket=bucket),
     ]
-    results = []
+    access = BuilderAccess(email, granted=True)
     for binding in bindings:
         try:
-            results.append(reconcile(binding, cloud))
+            access.results.append(reconcile(binding, cloud))
         except CloudError as err:
             # Without the right to change these policies the build may still work (the legacy
             # Cloud Build account has project-wide roles); if it does not, its failure says so.
             if err.kind != "permission":
                 raise
-    return results
+            access.granted = False
+    return access
 
 
 def upload_context(cloud: Cloud, bucket: str, context: BuildContext) -> str:
@@ -225,16 +238,89 @@ def upload_context(cloud: Cloud, bucket: str, context: BuildContext) -> str:
 _TERMINAL = ("SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED")
 
 
+def _source_not_readable_yet(exc: Exception) -> bool:
+    """CreateBuild refused the source or logs bucket because the build's account cannot use
+    it (yet): nothing was created, so submitting again is safe."""
+    from google.api_core import exceptions
+
+    text = str(getattr(exc, "message", "") or exc)
+    return isinstance(exc, exceptions.InvalidArgument) and (
+        ("could not resolve source" in text and ("403" in text or "storage.objects.get" in text))
+        or ("invalid bucket" in text and "does not have access" in text))
+
+
+def _outcome_unknown(exc: Exception) -> bool:
+    """The request may have reached Cloud Build and started a build before the answer was
+    lost (a dropped connection, a timeout, a server error)."""
+    from google.api_core import exceptions
+
+    return isinstance(exc, (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded,
+                            exceptions.InternalServerError, exceptions.BadGateway,
+                            exceptions.GatewayTimeout, exceptions.RetryError))
+
+
+def create_build(settings: Settings, cloud: Cloud, request: Any,
+                 builder: BuilderAccess | None = None,
+                 report: Callable[[str], None] | None = None) -> str:
+    """Start the build once; return its id.
+
+    CreateBuild is not idempotent (each call that reaches Cloud Build starts a paid build), so
+    it is never retried blindly. Two cases are safe and handled: a refusal because the build's
+    account cannot read the source yet (its binding, made seconds ago, is still propagating;
+    nothing was created) is submitted again while the binding applies; an answer that never
+    came is looked up by the submission's unique tag instead of submitted twice."""
+    from orpheus_deploy.gcp import map_error
+    from orpheus_deploy.gcp.propagation import until_applied
+
+    client = cloud.cloud_build()
+    project = settings.names.project
+    tag = next(t for t in request.tags if t.startswith("orpheus-submit-"))
+
+    def submit() -> Any:
+        return client.create_build(project_id=project, build=request, retry=None)
+
+    who = builder.email if builder is not None and builder.email else "Cloud Build's account"
+    try:
+        if builder is not None and builder.granted:
+            operation = until_applied(
+                submit, waiting=_source_not_readable_yet, policy=cloud.policy, report=report,
+                what=f"{BUILD_BUCKET_ROLE} on gs://{request.source.storage_source.bucket} for "
+                     f"{who}")
+        else:
+            operation = submit()
+        return str(operation.metadata.build.id)
+    except Exception as exc:
+        if not _outcome_unknown(exc):
+            raise map_error(exc, "submit the Cloud Build", project) from exc
+        found = _build_by_tag(cloud, project, tag)
+        if found is None:
+            raise CloudError(
+                "Cloud Build did not answer whether it started the build, and no build tagged "
+                f"{tag} exists", "re-run `orpheus build`; no second build was started",
+                EXIT_FAILURE, kind="unavailable") from exc
+        return found
+
+
+def _build_by_tag(cloud: Cloud, project: str, tag: str) -> str | None:
+    from orpheus_deploy.gcp import translated
+
+    with translated("look for the submitted Cloud Build", project):
+        builds = cloud.cloud_build().list_builds(project_id=project, filter=f'tags="{tag}"',
+                                                 retry=cloud.retry)
+        for build in builds:
+            return str(build.id)
+    return None
+
+
 def submit_and_follow(settings: Settings, cloud: Cloud, request: Any,
-                      on_log: Callable[[str], None]) -> Any:
+                      on_log: Callable[[str], None], builder: BuilderAccess | None = None
+                      ) -> Any:
     """Create the build, then poll it while streaming new log lines; raise on failure."""
     from orpheus_deploy.gcp import translated
 
     client = cloud.cloud_build()
     project = settings.names.project
-    with translated("submit the Cloud Build", project):
-        operation = client.create_build(project_id=project, build=request, retry=cloud.retry)
-    build_id = operation.metadata.build.id
+    build_id = create_build(settings, cloud, request, builder, report=on_log)
     log = _LogFollower(cloud, request.logs_bucket, build_id)
     delays = cloud.policy.poll_delays()
     started = time.monotonic()

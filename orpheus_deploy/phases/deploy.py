@@ -30,7 +30,7 @@ from orpheus_deploy.resources.cloudrun import (
     service_status,
 )
 from orpheus_deploy.resources.network import SubnetPrivateAccess
-from orpheus_deploy.resources.run_iam import backend_invokers, frontend_invokers
+from orpheus_deploy.resources.run_iam import backend_invokers
 
 if TYPE_CHECKING:
     from orpheus_deploy.config import Settings
@@ -52,11 +52,45 @@ def reconcile_service(resource: CloudRunService, cloud: Cloud, ui: UI | None = N
     label = f"{'Creating' if actual is None else 'Updating'} {resource.name}"
     if ui is not None:
         with ui.spinner(label) as progress:
-            resource.apply(cloud, desired, progress=progress)
+            _apply_once_access_applies(resource, cloud, desired, ui, progress)
     else:
-        resource.apply(cloud, desired)
+        _apply_once_access_applies(resource, cloud, desired, None, None)
     after = service_status(resource.read(cloud))
     return Result(resource.key, action, changes, detail or (after.uri or ""))
+
+
+def _start_bindings(resource: CloudRunService) -> list[Any]:
+    """The bindings (made by setup) that a revision of this service needs to start: the
+    backend's account reads the model bucket (its volume), the frontend's reads the secret."""
+    from orpheus_deploy.phases.setup import setup_resources
+    from orpheus_deploy.resources.iam import IamBinding
+
+    account = resource.spec().template.service_account
+    return [r for r in setup_resources(resource.settings)
+            if isinstance(r, IamBinding) and r.member == f"serviceAccount:{account}"]
+
+
+def _apply_once_access_applies(resource: CloudRunService, cloud: Cloud, desired: Any,
+                               ui: UI | None, progress: Any) -> None:
+    """Roll the service out; while its revision fails only because its account cannot yet use
+    a binding that setup made seconds ago (IAM propagation: the revision's start checks the
+    secret and the volume), roll out again, within the propagation time."""
+    from orpheus_deploy.gcp.propagation import until_applied
+
+    bindings = _start_bindings(resource)
+    account = desired.template.service_account
+
+    def not_applied_yet(exc: Exception) -> bool:
+        text = getattr(exc, "message", str(exc)).lower()
+        return (isinstance(exc, CloudError) and exc.kind == "failed"
+                and account.lower() in text
+                and any(w in text for w in ("permission", "cannot read", "denied"))
+                and all(b.read(cloud) is not None for b in bindings))
+
+    what = "; ".join(f"{b.role} on {b.label} for {account}" for b in bindings) or account
+    until_applied(lambda: resource.apply(cloud, desired, progress=progress),
+                  waiting=not_applied_yet, what=what, policy=cloud.policy,
+                  report=ui.info if ui is not None else None)
 
 
 def _state(settings: Settings, cloud: Cloud) -> Any:
@@ -92,13 +126,15 @@ def deploy_backend(settings: Settings, cloud: Cloud, ui: UI | None = None) -> Ph
 
 
 def frontend_resources(settings: Settings, state: Any, backend_uri: str | None
-                       ) -> tuple[SubnetPrivateAccess, FrontendService, Any]:
+                       ) -> tuple[SubnetPrivateAccess, FrontendService]:
+    """The subnet's Private Google Access, then the service. No invoker binding: the frontend is
+    public through ``invoker_iam_disabled`` (specs.py), which domain-restricted sharing allows,
+    where an ``allUsers`` binding is refused."""
     from orpheus_deploy.phases.build import image_ref
 
     return (SubnetPrivateAccess(settings),
             FrontendService(settings, image_ref(settings, "frontend",
-                                                state.frontend_image_digest), backend_uri),
-            frontend_invokers(settings))
+                                                state.frontend_image_digest), backend_uri))
 
 
 def deploy_frontend(settings: Settings, cloud: Cloud, ui: UI | None = None) -> PhaseReport:
@@ -108,13 +144,14 @@ def deploy_frontend(settings: Settings, cloud: Cloud, ui: UI | None = None) -> P
         raise CloudError(f"The backend {settings.names.backend_service} is not deployed, and "
                          "the frontend needs its URL", "run `orpheus deploy-backend` first",
                          EXIT_USAGE, kind="not_ready")
-    subnet, service, invokers = frontend_resources(settings, _state(settings, cloud),
-                                                   backend.uri)
+    subnet, service = frontend_resources(settings, _state(settings, cloud), backend.uri)
     report = PhaseReport("deploy-frontend")
     report.results.append(reconcile(subnet, cloud))
-    uri = _deploy_service(report, service, invokers, cloud, ui)
+    report.results.append(reconcile_service(service, cloud, ui))
+    uri = service_status(service.read(cloud)).uri
     report.data["url"] = uri
-    report.messages.append(f"Frontend (public, API key required): {uri}")
+    report.messages.append(f"Frontend (public: invoker IAM check disabled; the API key is "
+                           f"required): {uri}")
     return report
 
 
@@ -126,12 +163,14 @@ class PipelineOptions:
     force_build: bool = False
     run_test: bool = True
     test_key: str | None = None
+    api_key_file: Path | None = None  # where a generated key is written (never printed)
 
 
 @dataclass
 class PipelineReport:
     phases: list[PhaseReport] = field(default_factory=list)
     smoke: Any = None  # phases.smoke_test.SmokeResult
+    doctor: Any = None  # phases.doctor.DoctorReport
 
     @property
     def changed(self) -> bool:
@@ -139,6 +178,7 @@ class PipelineReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"changed": self.changed, "phases": [p.as_dict() for p in self.phases],
+                "doctor": self.doctor.as_dict() if self.doctor is not None else None,
                 "smoke_test": self.smoke.as_dict() if self.smoke is not None else None}
 
 
@@ -151,8 +191,9 @@ def deploy_all(settings: Settings, cloud: Cloud, ui: UI, options: PipelineOption
     cloud.ensure_credentials()
     settings.require_project()
     out = PipelineReport()
+    out.doctor = _preflight(settings, cloud, ui)
     out.phases.append(run_setup(settings, ui, options.api_key or KeySource.generate(),
-                                cloud=cloud))
+                                cloud=cloud, key_file=options.api_key_file))
     if options.model_path is not None:
         out.phases.append(_upload_model(settings, cloud, ui, options.model_path))
     elif not _state(settings, cloud).model_object:
@@ -180,10 +221,36 @@ def deploy_all(settings: Settings, cloud: Cloud, ui: UI, options: PipelineOption
         url = frontend_url(settings, cloud)
         key = options.test_key or api_key_from_secret(settings, cloud)
         ui.info(f"Smoke test against {url} (a cold GPU start can take minutes)…")
-        out.smoke = run_smoke_test(url, key)
+        # The frontend's roles/run.invoker on the backend was granted moments ago: until it
+        # applies, the backend refuses the frontend (403), which the test waits out.
+        out.smoke = run_smoke_test(url, key, patience=cloud.policy, report=ui.info,
+                                   invoker=invoker_binding_text(settings))
         if not out.smoke.ok:
             raise SmokeTestFailed(out.smoke)
     return out
+
+
+def _preflight(settings: Settings, cloud: Cloud, ui: UI) -> Any:
+    """`orpheus doctor` before anything slow or billable: the APIs it reads are enabled first
+    (setup's first step, idempotent), then a failing check stops the pipeline here, before the
+    model upload and the image build."""
+    from orpheus_deploy.phases.doctor import DoctorFailed, run_doctor
+    from orpheus_deploy.resources.apis import Apis
+
+    with ui.spinner("apis/required") as progress:
+        cloud.progress = progress
+        try:
+            reconcile(Apis(settings), cloud)
+        finally:
+            cloud.progress = None
+    report = run_doctor(settings, cloud)
+    if not ui.json_mode:
+        from orpheus_deploy.commands.doctor import render
+
+        render(ui, report)
+    if not report.ok:
+        raise DoctorFailed(report)
+    return report
 
 
 def _upload_model(settings: Settings, cloud: Cloud, ui: UI, path: Path) -> PhaseReport:
@@ -211,8 +278,7 @@ def dry_run_plan(settings: Settings, model_path: Path | None) -> PhaseReport:
         report.results.append(Result(f"image/{settings.name}-{kind}", CREATE,
                                      detail=f"Cloud Build -> {n.image(kind)}"))
     for resource in (BackendService(settings), backend_invokers(settings),
-                     SubnetPrivateAccess(settings), FrontendService(settings),
-                     frontend_invokers(settings)):
+                     SubnetPrivateAccess(settings), FrontendService(settings)):
         report.results.append(Result(resource.key, CREATE, detail=_describe(resource, settings)))
     report.results.append(Result("smoke-test", CREATE,
                                  detail="401 without key, 401 wrong key, 200 + audio with key"))
@@ -225,8 +291,9 @@ def _describe(resource: Any, settings: Settings) -> str:
                 f"{settings.backend_memory}, {settings.backend_min_instances}.."
                 f"{settings.backend_max_instances} instances, internal; {NOT_CHECKED}")
     if isinstance(resource, FrontendService):
-        return (f"{settings.frontend_cpu} CPU, {settings.frontend_memory}, public, Direct VPC "
-                f"egress {settings.network}/{settings.subnet}; {NOT_CHECKED}")
+        return (f"{settings.frontend_cpu} CPU, {settings.frontend_memory}, public (invoker IAM "
+                f"check disabled; API key required), Direct VPC egress {settings.network}/"
+                f"{settings.subnet}; {NOT_CHECKED}")
     if isinstance(resource, SubnetPrivateAccess):
         return f"enable Private Google Access; {NOT_CHECKED}"
     return f"roles/run.invoker {sorted(resource.members)}; {NOT_CHECKED}"
@@ -237,9 +304,9 @@ def plan_services(settings: Settings, cloud: Cloud, validate: bool = True) -> li
     state = _state(settings, cloud)
     backend, backend_iam = backend_resources(settings, state)
     live_backend = service_status(backend.read(cloud))
-    subnet, frontend, frontend_iam = frontend_resources(settings, state, live_backend.uri)
+    subnet, frontend = frontend_resources(settings, state, live_backend.uri)
     rows: list[Result] = []
-    for resource in (backend, backend_iam, subnet, frontend, frontend_iam):
+    for resource in (backend, backend_iam, subnet, frontend):
         if isinstance(resource, CloudRunService):
             rows.append(_plan_service(resource, cloud, validate))
         else:
@@ -261,11 +328,16 @@ def _plan_service(resource: CloudRunService, cloud: Cloud, validate: bool) -> Re
         changes = tuple(resource.diff(desired, actual))
         ready = service_status(actual).ready
         action = UPDATE if changes or not ready else UNCHANGED
-    detail = ""
+    detail = resource.access
     if action != UNCHANGED and validate:
         try:
             resource.validate(cloud)
-            detail = "validated by Cloud Run (dry run)"
+            detail += "; validated by Cloud Run (dry run)"
         except CloudError as exc:
             detail = f"WOULD FAIL: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
     return Result(resource.key, action, changes, detail)
+
+
+def invoker_binding_text(settings: Settings) -> str:
+    n = settings.names
+    return f"roles/run.invoker on {n.backend_service} for {n.frontend_sa_email}"

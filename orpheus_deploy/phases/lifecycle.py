@@ -47,6 +47,7 @@ class StatusReport:
     model_object: str | None = None
     gpu: dict[str, Any] = field(default_factory=dict)
     cost_per_hour: dict[str, Any] = field(default_factory=dict)
+    storage_per_month: dict[str, Any] = field(default_factory=dict)
 
     @property
     def existing(self) -> list[str]:
@@ -82,9 +83,14 @@ def status(settings: Settings, cloud: Cloud) -> StatusReport:
             matches = None
             if live is not None and not resource.inputs_missing():
                 matches = not resource.diff(resource.spec(), live)
-            out.services[resource.name] = st.as_dict() | {"matches_desired": matches}
+            live_public = bool(live is not None and live.invoker_iam_disabled)
+            out.services[resource.name] = st.as_dict() | {
+                "matches_desired": matches, "access": resource.access,
+                "invoker_iam_disabled": live_public if live is not None else None}
             out.resources.append({"key": resource.key, "exists": st.exists,
-                                  "matches": matches, "detail": st.uri or ""})
+                                  "matches": matches,
+                                  "detail": f"{st.uri or ''} ({resource.access})"
+                                  if st.exists else resource.access})
             continue
         result = plan_resource(resource, cloud)
         exists = result.action != "create"
@@ -97,7 +103,34 @@ def status(settings: Settings, cloud: Cloud) -> StatusReport:
                "min_instances": settings.backend_min_instances,
                "max_instances": settings.backend_max_instances}
     out.cost_per_hour = backend_hourly_cost(settings).as_dict()
+    out.storage_per_month = storage_cost(settings, cloud).as_dict()
     return out
+
+
+def storage_cost(settings: Settings, cloud: Cloud) -> Any:
+    """Bytes kept in the two buckets and the image repository (billed monthly, running or
+    not), with their list price."""
+    from google.api_core import exceptions
+
+    from orpheus_deploy.cost import StorageCost
+    from orpheus_deploy.gcp import translated
+
+    n = settings.names
+
+    def bucket_bytes(name: str) -> int:
+        try:
+            return sum(int(b.size or 0) for b in cloud.storage().list_blobs(
+                name, retry=cloud.policy.storage_retry()))
+        except exceptions.NotFound:
+            return 0
+
+    with translated("measure the deployment's storage", settings.project):
+        try:
+            registry = int(cloud.artifact_registry().get_repository(
+                name=n.repo_path, retry=cloud.retry).size_bytes)
+        except exceptions.NotFound:
+            registry = 0
+        return StorageCost(bucket_bytes(n.bucket), bucket_bytes(n.build_bucket), registry)
 
 
 def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> PhaseReport:
@@ -114,7 +147,6 @@ def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> Pha
     not_deleted = {
         "apis/required": "kept: APIs are never disabled (other workloads may use them)",
         f"run-invoker/{n.backend_service}": "removed with its service",
-        f"run-invoker/{n.frontend_service}": "removed with its service",
         f"subnet-private-google-access/{settings.region}/{settings.subnet}":
             "kept: the subnet is not ours and others may need Private Google Access",
     }

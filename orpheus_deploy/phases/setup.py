@@ -6,10 +6,11 @@ bindings that name them, the bucket and the secret before their IAM bindings.
 
 from __future__ import annotations
 
+import os
 import secrets
 import string
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from orpheus_deploy.errors import CloudError, InputError
@@ -119,28 +120,38 @@ def setup_resources(settings: Settings) -> list[Resource]:
 API_PROPAGATION_S = 300.0
 
 
-def _reconcile_while_apis_propagate(resource: Resource, cloud: Cloud) -> Result:
+def _reconcile_while_apis_propagate(resource: Resource, cloud: Cloud, ui: UI) -> Result:
     """``reconcile``, retried while an API that this run has just enabled still says it is
     disabled (only then: an API disabled for another reason fails at once, as before)."""
-    policy = cloud.policy
-    started = time.monotonic()
-    deadline = started + min(API_PROPAGATION_S, policy.operation_timeout_s)
-    delays = policy.poll_delays()
-    while True:
-        try:
-            return reconcile(resource, cloud)
-        except CloudError as err:
-            delay = next(delays)
-            if err.kind != "api_disabled" or time.monotonic() + delay > deadline:
-                raise
-            if cloud.progress is not None:
-                cloud.progress(f"{resource.key} (waiting for the APIs just enabled)",
-                               time.monotonic() - started)
-            time.sleep(delay)
+    from orpheus_deploy.gcp.propagation import until_applied
+
+    return until_applied(
+        lambda: reconcile(resource, cloud),
+        waiting=lambda exc: isinstance(exc, CloudError) and exc.kind == "api_disabled",
+        what=f"the APIs just enabled (needed by {resource.key})", policy=cloud.policy,
+        budget_s=min(API_PROPAGATION_S, cloud.policy.operation_timeout_s), report=ui.info)
+
+
+# Where a key this run generated can be read later (it is never printed in --json mode or CI).
+def key_retrieval_hint(settings: Settings) -> str:
+    return (f"read it from Secret Manager: gcloud secrets versions access latest "
+            f"--secret={settings.names.secret} --project={settings.project} "
+            "(or pass --api-key-file PATH to have it written to a file only you can read)")
+
+
+def write_key_file(path: Path, value: str) -> None:
+    """Write the key to ``path``, readable by its owner only (0600 from the first byte: the
+    file is created with that mode, and an existing file is narrowed before it is written)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (value + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = False,
-              cloud: Cloud | None = None) -> PhaseReport:
+              cloud: Cloud | None = None, key_file: Path | None = None) -> PhaseReport:
     cloud = cloud or Cloud(settings)
     cloud.ensure_credentials()
     settings.require_project()
@@ -150,7 +161,7 @@ def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = Fal
         with ui.spinner(f"{resource.key}") as progress:
             cloud.progress = progress
             if apis_enabled_now:
-                result = _reconcile_while_apis_propagate(resource, cloud)
+                result = _reconcile_while_apis_propagate(resource, cloud, ui)
             else:
                 result = reconcile(resource, cloud)
             report.results.append(result)
@@ -165,11 +176,20 @@ def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = Fal
                 report.messages.append(
                     "The secret already has a key, so the given key was not stored; "
                     "pass --rotate-key to replace it.")
-    shown = key.generated and key.used
-    if shown and ui.json_mode:
-        report.data["api_key"] = key.value()  # the one place a --json caller can get it
+    new_key = key.generated and key.used
+    if new_key and key_file is not None:
+        write_key_file(key_file, key.value())
+        report.data["api_key_file"] = str(key_file)
+        report.messages.append(f"The new API key was written to {key_file} (mode 0600); it is "
+                               f"also in Secret Manager ({settings.names.secret}).")
+    elif new_key and (ui.json_mode or ui.ci):
+        # A --json result or a CI log is kept and shared (an Actions log, an artifact): the key
+        # never goes there. Say where to read it instead.
+        report.data["api_key_secret"] = settings.names.secret
+        report.messages.append("A new API key was generated and stored in Secret Manager; it "
+                               f"is not printed here. To use it, {key_retrieval_hint(settings)}.")
     ui.report(report)
-    if shown and not ui.json_mode:
+    if new_key and key_file is None and not (ui.json_mode or ui.ci):
         # Shown once, on the terminal only; it is not stored anywhere on this machine.
         ui.show_secret_once("API key", key.value())
     return report

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +20,17 @@ from orpheus_deploy.errors import EXIT_FAILURE, EXIT_NOT_FOUND, CloudError, Orph
 if TYPE_CHECKING:
     from orpheus_deploy.config import Settings
     from orpheus_deploy.gcp import Cloud
+    from orpheus_deploy.gcp.policy import OperationPolicy
 
 TEXT = "Hello from Orpheus on Cloud Run."
 VOICE = "tara"
 # A scaled-to-zero GPU backend may need minutes to load the model before the first token.
 DEFAULT_TIMEOUT_S = 600.0
+
+
+# The frontend's error code when the backend refuses its identity (403), as it does until a
+# freshly granted roles/run.invoker applies (runtime/frontend/errors.py: BackendForbidden).
+BACKEND_FORBIDDEN = "backend_forbidden"
 
 
 @dataclass
@@ -32,6 +39,7 @@ class Check:
     ok: bool
     status: int | None
     detail: str = ""
+    code: str | None = None  # the frontend's error code, when it answered with an error
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "status": self.status, "detail": self.detail}
@@ -136,9 +144,23 @@ def api_key_from_secret(settings: Settings, cloud: Cloud) -> str:
     return keys[0]
 
 
+class _InvokerNotApplied(Exception):
+    def __init__(self, check: Check) -> None:
+        super().__init__(check.detail)
+        self.check = check
+
+
 def run_smoke_test(url: str, key: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                   text: str = TEXT, voice: str = VOICE) -> SmokeResult:
+                   text: str = TEXT, voice: str = VOICE, patience: OperationPolicy | None = None,
+                   report: Callable[[str], None] | None = None,
+                   invoker: str = "the frontend's roles/run.invoker on the backend"
+                   ) -> SmokeResult:
+    """The three checks. With ``patience`` (a policy), a "right key" request that the backend
+    refused because the frontend's invoker binding has not applied yet is repeated for up to
+    the policy's IAM propagation time, reporting what it waits for (``invoker``)."""
     import httpx
+
+    from orpheus_deploy.gcp.propagation import until_applied
 
     url = url.rstrip("/")
     endpoint = f"{url}/v1/audio/speech"
@@ -156,7 +178,22 @@ def run_smoke_test(url: str, key: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                                            "rejected" if ok else "expected 401"))
             except httpx.HTTPError as exc:
                 result.checks.append(Check(name, False, None, _http_error(exc)))
-        result.checks.append(_speech(client, endpoint, body, key, result))
+
+        def speech() -> Check:
+            check = _speech(client, endpoint, body, key, result)
+            if check.code == BACKEND_FORBIDDEN:
+                raise _InvokerNotApplied(check)
+            return check
+
+        try:
+            if patience is None:
+                check = speech()
+            else:
+                check = until_applied(speech, waiting=lambda e: isinstance(e, _InvokerNotApplied),
+                                      what=invoker, policy=patience, report=report)
+        except _InvokerNotApplied as exc:
+            check = exc.check
+        result.checks.append(check)
     return result
 
 
@@ -165,6 +202,7 @@ def _speech(client: Any, endpoint: str, body: dict[str, Any], key: str,
     import httpx
 
     start = time.perf_counter()
+    result.ttfb_s = None
     chunks: list[bytes] = []
     try:
         with client.stream("POST", endpoint, json=body, headers={"X-API-Key": key}) as resp:
@@ -179,7 +217,8 @@ def _speech(client: Any, endpoint: str, body: dict[str, Any], key: str,
     data = b"".join(chunks)
     result.audio_bytes = len(data)
     if status != 200:
-        return Check("right key", False, status, f"expected 200: {_error_text(data)}")
+        message, code = _error_of(data)
+        return Check("right key", False, status, f"expected 200: {message}", code)
     try:
         wav = parse_wav(data)
     except ValueError as exc:
@@ -191,13 +230,15 @@ def _speech(client: Any, endpoint: str, body: dict[str, Any], key: str,
                  f"{wav.seconds:.2f}s of {wav.sample_rate} Hz audio")
 
 
-def _error_text(data: bytes) -> str:
+def _error_of(data: bytes) -> tuple[str, str | None]:
+    """The message and code of an OpenAI-shaped error body (or its first bytes as text)."""
     import json
 
     try:
-        return str(json.loads(data)["error"]["message"])[:200]
+        error = json.loads(data)["error"]
+        return str(error["message"])[:200], error.get("code")
     except (ValueError, KeyError, TypeError):
-        return data[:200].decode("utf-8", errors="replace")
+        return data[:200].decode("utf-8", errors="replace"), None
 
 
 def _http_error(exc: Exception) -> str:

@@ -25,6 +25,12 @@ REQUIRED_APIS: tuple[str, ...] = (
     "storage.googleapis.com",
     "compute.googleapis.com",
     "iam.googleapis.com",
+    # What `orpheus doctor` reads: the project and your permissions, billing, the GPU quota,
+    # organization policies.
+    "cloudresourcemanager.googleapis.com",
+    "cloudbilling.googleapis.com",
+    "cloudquotas.googleapis.com",
+    "orgpolicy.googleapis.com",
 )
 
 

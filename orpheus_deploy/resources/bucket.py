@@ -1,5 +1,11 @@
-"""The model bucket: in the deployment's region, uniform bucket-level access, public access
-prevention enforced (the model and the deployment state are private)."""
+"""The two buckets: in the deployment's region, uniform bucket-level access, public access
+prevention enforced (the model, the deployment state and the build sources are private).
+
+- ``ModelBucket``: the model and ``_orpheus/state.json``; kept by destroy unless asked.
+- ``BuildBucket``: build sources and logs. Worthless after a few days, so a lifecycle rule
+  deletes objects older than ``BUILD_OBJECTS_MAX_AGE_DAYS`` (storage would otherwise grow with
+  every build).
+"""
 
 from __future__ import annotations
 
@@ -15,11 +21,15 @@ if TYPE_CHECKING:
     from orpheus_deploy.gcp import Cloud
 
 
+BUILD_OBJECTS_MAX_AGE_DAYS = 7
+
+
 @dataclass(frozen=True)
 class BucketSpec:
     location: str  # upper case, as GCS reports it: "US-CENTRAL1"
     uniform_access: bool
     public_access_prevention: str
+    delete_after_days: int | None = None  # lifecycle: delete objects older than this
 
 
 class ModelBucket(Resource):
@@ -83,15 +93,32 @@ class ModelBucket(Resource):
             return True
 
 
+class BuildBucket(ModelBucket):
+    @property
+    def name(self) -> str:
+        return self.settings.names.build_bucket
+
+    def desired(self, settings: Settings) -> BucketSpec:
+        return BucketSpec(location=settings.region.upper(), uniform_access=True,
+                          public_access_prevention="enforced",
+                          delete_after_days=BUILD_OBJECTS_MAX_AGE_DAYS)
+
+
 def _configure(bucket: Any, spec: BucketSpec) -> None:
     bucket.iam_configuration.uniform_bucket_level_access_enabled = spec.uniform_access
     bucket.iam_configuration.public_access_prevention = spec.public_access_prevention
+    if spec.delete_after_days is not None:
+        bucket.clear_lifecycle_rules()
+        bucket.add_lifecycle_delete_rule(age=spec.delete_after_days)
 
 
 def _spec_of(bucket: Any) -> BucketSpec:
     config = bucket.iam_configuration
+    ages = [rule.get("condition", {}).get("age") for rule in bucket.lifecycle_rules
+            if rule.get("action", {}).get("type") == "Delete"]
     return BucketSpec(
         location=(bucket.location or "").upper(),
         uniform_access=bool(config.uniform_bucket_level_access_enabled),
         public_access_prevention=config.public_access_prevention or "inherited",
+        delete_after_days=min((a for a in ages if a), default=None),
     )

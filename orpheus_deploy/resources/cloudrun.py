@@ -182,6 +182,7 @@ class CloudRunService(Resource):
     """Base for both services. ``inputs_missing`` says why the spec cannot be built yet."""
 
     kind: ClassVar[str] = "run-service"
+    access: ClassVar[str] = ""  # who may call it, for plan and status
 
     def spec(self) -> run_v2.Service:
         raise NotImplementedError
@@ -292,6 +293,9 @@ def _update_once_account_is_visible(client: Any, request: Any, cloud: Cloud) -> 
 
 
 class BackendService(CloudRunService):
+    access = ("internal ingress; invoker IAM on (roles/run.invoker: the frontend's account, "
+              "and project Owners/Editors)")
+
     def __init__(self, settings: Settings, image: str | None = None,
                  model_object: str | None = None):
         super().__init__(settings)
@@ -323,6 +327,8 @@ class BackendService(CloudRunService):
 
 
 class FrontendService(CloudRunService):
+    access = "public: invoker IAM check disabled (invoker_iam_disabled); API key required"
+
     def __init__(self, settings: Settings, image: str | None = None,
                  backend_uri: str | None = None):
         super().__init__(settings)

@@ -2,7 +2,11 @@
 
 - backend: the frontend's service account and nobody else. Internal ingress alone is not access
   control (anything in the VPC could call it); IAM is, so other invoker members are removed.
-- frontend: ``allUsers``. The API key, checked by the app, is the access control there.
+  (Principals with project-wide roles that include run.routes.invoke, such as Owner and
+  Editor, can invoke it too; see the README.)
+- frontend: no binding. It is public through ``invoker_iam_disabled`` on the service (specs.py),
+  which works under domain-restricted sharing where ``allUsers`` is refused; the API key,
+  checked by the app, is its access control.
 
 Read-modify-write with the policy's etag, so a concurrent change makes the write fail instead of
 being lost; an already-correct policy is not written at all.
@@ -13,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orpheus_deploy.errors import EXIT_PERMISSION, CloudError
+from orpheus_deploy.errors import CloudError
 from orpheus_deploy.resources.base import Change, Resource
 
 if TYPE_CHECKING:
@@ -77,7 +81,6 @@ class ServiceInvokers(Resource):
         return [Change(INVOKER_ROLE, sorted(actual.members), sorted(desired.members))]
 
     def apply(self, cloud: Cloud, spec: InvokerSpec) -> None:
-        from google.api_core import exceptions
         from google.iam.v1 import policy_pb2
 
         from orpheus_deploy.gcp import translated
@@ -92,21 +95,9 @@ class ServiceInvokers(Resource):
                                 audit_configs=policy.audit_configs)
         new.bindings.extend(kept)
         new.bindings.add(role=INVOKER_ROLE, members=sorted(spec.members))
-        try:
-            with translated(f"set the IAM policy of {self.service}", cloud.settings.project):
-                cloud.run_services().set_iam_policy(
-                    request={"resource": self.path, "policy": new}, retry=cloud.retry)
-        except CloudError as exc:
-            if "allUsers" in spec.members and exc.kind in ("invalid", "permission"):
-                # Domain-restricted sharing (iam.allowedPolicyMemberDomains) forbids allUsers.
-                raise CloudError(
-                    f"Cannot make {self.service} public: {exc.message}",
-                    "your organization may forbid allUsers (constraint "
-                    "iam.allowedPolicyMemberDomains); ask an admin to exempt this project",
-                    EXIT_PERMISSION, kind=exc.kind) from exc
-            raise
-        except exceptions.GoogleAPICallError:  # pragma: no cover - translated handles it
-            raise
+        with translated(f"set the IAM policy of {self.service}", cloud.settings.project):
+            cloud.run_services().set_iam_policy(
+                request={"resource": self.path, "policy": new}, retry=cloud.retry)
 
     def delete(self, cloud: Cloud) -> bool:
         # The policy lives and dies with its service; deleting the service removes it.
@@ -117,6 +108,3 @@ def backend_invokers(settings: Settings) -> ServiceInvokers:
     n = settings.names
     return ServiceInvokers(settings, n.backend_service, {f"serviceAccount:{n.frontend_sa_email}"})
 
-
-def frontend_invokers(settings: Settings) -> ServiceInvokers:
-    return ServiceInvokers(settings, settings.names.frontend_service, {"allUsers"})

@@ -18,6 +18,7 @@ from runtime.codec.snac_onnx import SnacOnnxDecoder
 from runtime.frontend.access_log import AccessLogMiddleware
 from runtime.frontend.backend_client import BackendClient, GenerationParams, IdTokenProvider
 from runtime.frontend.decode_pool import DecodePool, default_workers
+from runtime.frontend.egress import EgressCheck
 from runtime.frontend.errors import install_error_handlers
 from runtime.frontend.gate import RequestGate
 from runtime.frontend.logging_setup import install_request_id_stamp
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_backoff=cfg.retry_max_backoff,
         )
         app.state.backend = backend
+        app.state.egress = EgressCheck(cfg.api_url)
         app.state.speech = SpeechService(cfg, backend, decoder, pool, formats)
         log.info(
             "frontend ready",

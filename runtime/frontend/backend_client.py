@@ -23,7 +23,12 @@ from typing import Any
 
 import httpx
 
-from runtime.frontend.errors import BackendError, BackendTimeout, BackendUnavailable
+from runtime.frontend.errors import (
+    BackendError,
+    BackendForbidden,
+    BackendTimeout,
+    BackendUnavailable,
+)
 
 __all__ = ["BackendClient", "GenerationParams", "IdTokenProvider"]
 
@@ -209,6 +214,13 @@ class BackendClient:
                     return response
                 body = (await response.aread())[:300].decode("utf-8", "replace")
                 await response.aclose()
+                if response.status_code == 403:
+                    raise BackendForbidden(
+                        "the backend refused this frontend's service account (403): a "
+                        "roles/run.invoker binding granted in the last minutes may not apply "
+                        "yet (IAM changes take 2 to 7+ minutes); if this persists, grant the "
+                        "frontend's service account roles/run.invoker on the backend"
+                    )
                 if response.status_code not in _RETRY_STATUSES:
                     raise BackendError(
                         f"the backend answered {response.status_code}: {body.strip() or 'no body'}"

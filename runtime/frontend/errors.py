@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 __all__ = [
     "APIError",
     "BackendError",
+    "BackendForbidden",
     "BackendTimeout",
     "BackendUnavailable",
     "error_body",
@@ -49,14 +50,28 @@ class APIError(Exception):
 class BackendUnavailable(APIError):
     """The backend could not be reached or kept answering 429/503 until the deadline."""
 
-    def __init__(self, message: str, retry_after: int = 5) -> None:
+    def __init__(self, message: str, retry_after: int = 5,
+                 code: str = "backend_unavailable") -> None:
         super().__init__(
             503,
             message,
             type="server_error",
-            code="backend_unavailable",
+            code=code,
             headers={"Retry-After": str(retry_after)},
         )
+
+
+class BackendForbidden(BackendUnavailable):
+    """The backend refused this frontend's identity (403 from Cloud Run's invoker IAM check).
+
+    Right after a deploy this is IAM propagation: a new roles/run.invoker binding typically
+    applies within 2 minutes, sometimes 7 or more (Google's "Access change propagation"), so it
+    is a 503 with Retry-After, under its own code, which `orpheus deploy`'s smoke test waits out.
+    Not retried here: a binding that is really missing would hold every request to the deadline.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=30, code="backend_forbidden")
 
 
 class BackendTimeout(APIError):

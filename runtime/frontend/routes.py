@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from runtime.codec.protocol import EMOTION_TAGS, VOICES
 from runtime.frontend.audio_response import AudioStreamResponse
@@ -42,6 +43,14 @@ def _service(request: Request) -> SpeechService:
 async def health(request: Request) -> dict[str, str]:
     # Deliberately does not call the backend: probes must not wake a scaled-to-zero GPU.
     return {"status": "ok", "model": request.app.state.settings.model_name}
+
+
+@router.get("/ready", include_in_schema=False)
+async def ready(request: Request) -> JSONResponse:
+    # The startup probe on Cloud Run: 200 once the backend's host answers (egress.py).
+    connected, detail = await request.app.state.egress.check()
+    return JSONResponse({"status": "ready" if connected else "waiting", "detail": detail},
+                        status_code=200 if connected else 503)
 
 
 @v1.post(

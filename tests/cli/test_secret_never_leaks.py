@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import stat
+
 import grpc
 
 KEY = "Sup3rSecretValue-0123456789-xyzXYZ"
@@ -46,3 +49,51 @@ def test_invalid_key_not_echoed(fake_cloud, run_cli):
     result = run_cli("-v", "setup", "--api-key", bad)
     assert result.exit_code == 2
     assert bad not in result.everything and "Sup3r" not in result.everything
+
+
+def _generated(fake_cloud) -> str:
+    return fake_cloud.services["secretmanager"].payloads("orpheus-api-key")[-1].decode()
+
+
+def test_a_generated_key_is_not_in_json_output(fake_cloud, run_cli):
+    # A --json result is kept and shared (a CI log, an artifact): the key never goes there.
+    result = run_cli("-v", "--json", "setup")
+    assert result.exit_code == 0, result.output
+    key = _generated(fake_cloud)
+    _assert_clean(result, key)
+    out = json.loads(result.stdout)
+    assert "api_key" not in out and out["api_key_secret"] == "orpheus-api-key"
+    assert "gcloud secrets versions access latest --secret=orpheus-api-key" in result.stdout
+
+
+def test_a_generated_key_is_not_printed_in_ci(fake_cloud, run_cli):
+    result = run_cli("setup", env={"CI": "true"})
+    assert result.exit_code == 0, result.output
+    _assert_clean(result, _generated(fake_cloud))
+    assert "--api-key-file" in result.stderr
+
+
+def test_a_generated_key_is_shown_once_on_a_terminal(fake_cloud, run_cli):
+    result = run_cli("setup", env={"CI": ""})
+    assert result.exit_code == 0, result.output
+    assert f"API key: {_generated(fake_cloud)}" in result.stdout
+
+
+def test_api_key_file_is_written_for_its_owner_only(fake_cloud, run_cli, tmp_path):
+    target = tmp_path / "key.txt"
+    target.write_text("old content, readable by all")
+    target.chmod(0o644)
+    result = run_cli("--json", "setup", "--api-key-file", str(target), env={"CI": "true"})
+    assert result.exit_code == 0, result.output
+    key = _generated(fake_cloud)
+    _assert_clean(result, key)
+    assert target.read_text() == key + "\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert json.loads(result.stdout)["api_key_file"] == str(target)
+
+
+def test_api_key_file_in_a_missing_directory_changes_nothing(fake_cloud, run_cli, tmp_path):
+    result = run_cli("setup", "--api-key-file", str(tmp_path / "nope" / "key.txt"))
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+    assert fake_cloud.mutating_calls() == []

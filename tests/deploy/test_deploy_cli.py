@@ -102,10 +102,12 @@ def test_deploy_all_end_to_end_then_nothing_to_do(cloud: Any, run_cli: Any, mode
         ("default", "default")]
     assert cloud.compute.subnet("us-central1", "default").private_ip_google_access is True
 
-    # IAM: only the frontend's account may invoke the backend; anyone the frontend.
+    # IAM: only the frontend's account may invoke the backend; anyone the frontend, through
+    # the disabled invoker check rather than an allUsers binding (refused under DRS).
     assert invoker_members(cloud, "orpheus-backend") == {
         f"serviceAccount:{SA.format('orpheus-frontend')}"}
-    assert invoker_members(cloud, "orpheus-frontend") == {"allUsers"}
+    assert backend.invoker_iam_disabled is False and frontend.invoker_iam_disabled is True
+    assert invoker_members(cloud, "orpheus-frontend") == set()
 
     # Second run: everything is already as desired, so not one mutating call.
     cloud.clear_log()
@@ -133,15 +135,24 @@ def test_failed_frontend_step_resumes_there(cloud: Any, run_cli: Any, model_file
     frontend = f"projects/{PROJECT}/locations/us-central1/services/orpheus-frontend"
     mutated = sorted((c.method, c.request.resource if c.method == "SetIamPolicy"
                       else c.request.service.name) for c in cloud.mutating_calls())
-    # It continues at the frontend (roll-out, then its public invoker binding, which the failed
-    # run never reached); setup, upload, build and the backend are found as desired.
-    assert mutated == [("SetIamPolicy", frontend), ("UpdateService", frontend)]
+    # It continues at the frontend's roll-out (public through its disabled invoker check: no
+    # binding to write); setup, upload, build and the backend are found as desired.
+    assert mutated == [("UpdateService", frontend)]
 
 
 def test_quota_and_invalid_spec_are_explained(cloud: Any, run_cli: Any, model_file: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     cloud.services["run"].gpu_quota["no_zonal"] = 0
+    # deploy --all finds it in its preflight (tests/deploy/test_doctor.py), before the build.
     result = run_cli("deploy", "--all", "--no-test", "--model", str(model_file))
+    assert result.exit_code == 7, result.everything
+    assert "request quota NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion" in result.stderr
+    assert "console.cloud.google.com/iam-admin/quotas?project=test-project" in result.stderr
+    # Cloud Run's own refusal, when a deploy step runs without the preflight.
+    assert run_cli("setup").exit_code == 0
+    assert run_cli("upload-model", str(model_file)).exit_code == 0
+    assert run_cli("build").exit_code == 0
+    result = run_cli("deploy-backend")
     assert result.exit_code == 7, result.everything
     assert "request nvidia-l4 quota (without zonal redundancy) in region us-central1" in \
         result.stderr

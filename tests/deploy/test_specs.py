@@ -86,14 +86,31 @@ def test_frontend_spec_field_by_field(settings: Settings) -> None:
         "ORPHEUS_TOP_P": "0.9",
         "ORPHEUS_REPETITION_PENALTY": "1.1",
         "ORPHEUS_MAX_TOKENS": "2000",
-        "ORPHEUS_API_TIMEOUT": "120",
+        "ORPHEUS_API_TIMEOUT": "300",
     }
     [secret_env] = [e for e in c.env if e.value_source.secret_key_ref.secret]
     assert secret_env.name == "API_KEY_SECRET"
     assert secret_env.value == ""
     ref = secret_env.value_source.secret_key_ref
     assert (ref.secret, ref.version) == ("orpheus-api-key", "latest")
-    assert c.startup_probe.http_get.path == "/health"
+    # Not ready until the backend's host answers (Direct VPC egress may take a minute or more
+    # to connect on a new instance), and the probe allows several minutes for it.
+    assert c.startup_probe.http_get.path == "/ready"
+    assert c.startup_probe.period_seconds * c.startup_probe.failure_threshold >= 180
+    # Public through the disabled invoker check, not an allUsers binding.
+    assert svc.invoker_iam_disabled is True
+
+
+def test_first_request_deadline_covers_a_cold_gpu_start(settings: Settings) -> None:
+    """ORPHEUS_API_TIMEOUT bounds the wait for the backend's first answer, which after idle
+    includes a GPU cold start: GPU instance ~5 s (Cloud Run GPU docs), image start ~60 s, the
+    model from Cloud Storage ~35 s, into GPU memory ~2 s, one probe period 10 s (README)."""
+    cold_start_estimate_s = 5 + 60 + 35 + 2 + 10
+    f = frontend_service_spec(settings, FRONTEND_IMAGE, BACKEND_URI)
+    deadline = int(env_of(f.template.containers[0])["ORPHEUS_API_TIMEOUT"])
+    assert deadline >= 2 * cold_start_estimate_s
+    # Cloud Run must not end the request before the frontend's own deadline does.
+    assert f.template.timeout.total_seconds() > deadline
 
 
 def test_settings_flow_into_specs() -> None:

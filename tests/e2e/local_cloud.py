@@ -26,6 +26,9 @@ from tests.fakecloud.storage import StorageEmulator
 from tests.fixtures.plugin_cloud import FAKE_PROJECT, CliResult, cli_env, invoke_cli
 
 REGION = "us-central1"
+# The strict cloud's delays: long enough that each wait is really exercised, short for a test.
+STRICT_IAM_PROPAGATION_S = 4.0
+STRICT_VPC_EGRESS_DELAY_S = 12.0
 # Build outputs of the images' earlier stages, by their path in the image (see the Dockerfiles).
 LLAMA_SERVER_IN_IMAGE = "/usr/local/bin/llama-server"
 SNAC_IN_IMAGE = "/opt/snac/snac_decoder.onnx"
@@ -33,12 +36,14 @@ SNAC_IN_IMAGE = "/opt/snac/snac_decoder.onnx"
 
 class LocalCloud:
     def __init__(self, root: Path, *, llama_server: Path, snac_onnx: Path,
-                 settings: dict[str, str] | None = None, startup_timeout_s: float = 120) -> None:
+                 settings: dict[str, str] | None = None, startup_timeout_s: float = 120,
+                 strict: bool = False) -> None:
         self.root = root
         self.llama_server = llama_server
         self.snac_onnx = snac_onnx
         self.settings = settings or {}  # extra ORPHEUS_* settings for every CLI run
         self.startup_timeout_s = startup_timeout_s
+        self.strict = strict
         self.cloud: Any = None
         self.runner: CloudRunRunner | None = None
         self.env: dict[str, str] = {}
@@ -60,7 +65,25 @@ class LocalCloud:
             raise
         self.env = {**cli_env(self.cloud.endpoint, self.cloud.storage.url, self.root / "cli"),
                     "ORPHEUS_REST_ENDPOINT": self.cloud.compute.url, **self.settings}
+        if self.strict:
+            self.be_strict()
         return self
+
+    def be_strict(self) -> None:
+        """Every strictness switch of the fake cloud on, with delays short enough for a test
+        (Google's are minutes): what a first deploy meets on a real project."""
+        import grpc
+
+        cloud = self.cloud
+        cloud.enforce_apis = True  # a fresh project: only Service Usage is on
+        cloud.iam.propagation_s = STRICT_IAM_PROPAGATION_S
+        cloud.org_policies["iam.allowedPolicyMemberDomains"] = {"allowed_values": ["C0abc123"]}
+        cloud.services["cloudbuild"].builder_needs_grants = True
+        # The first CreateBuild starts a build but its answer never arrives.
+        cloud.fail_next("CreateBuild", grpc.StatusCode.UNAVAILABLE, lose_response=True)
+        assert self.runner is not None
+        self.runner.vpc_egress_delay_s = STRICT_VPC_EGRESS_DELAY_S
+        self.env.setdefault("ORPHEUS_IAM_PROPAGATION_S", "60")
 
     def stop(self) -> None:
         if self.runner is not None:

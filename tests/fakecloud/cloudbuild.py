@@ -12,15 +12,22 @@ printing those lines; ``step_logs[step_id]`` adds lines to a successful step.
 Builds run as ``default_service_account`` (GetDefaultServiceAccount answers with it: the Compute
 Engine default account, as on projects created since 2024). With ``builder_needs_grants`` set, that
 account has no project-wide role (an organization that disables the automatic Editor grant to
-default accounts), so, as on Cloud Build, a logs bucket it cannot write is refused at CreateBuild,
-FETCHSOURCE fails without read access to the source bucket, and the push fails without write
-access to the repository.
+default accounts), so, as on Cloud Build, a logs bucket it cannot write and a source it cannot
+read are refused at CreateBuild (INVALID_ARGUMENT "could not resolve source ... Error 403"), and
+the push fails without write access to the repository. Those grants are checked as enforced,
+i.e. only once older than the IAM propagation delay (core.IamPolicies).
+
+CreateBuild is not idempotent, as on Cloud Build: every call that reaches the server starts a
+build, so a client that retries a create whose answer was lost (``cloud.fail_next("CreateBuild",
+UNAVAILABLE, lose_response=True)``) pays for two. ListBuilds answers ``tags="T"`` filters, which
+is how a client finds the build its lost answer started.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 import time
 import uuid
@@ -38,6 +45,9 @@ _BUCKET_READ = frozenset({"roles/storage.admin", "roles/storage.objectAdmin",
                           "roles/storage.objectViewer"})
 _REPO_WRITE = frozenset({"roles/artifactregistry.writer", "roles/artifactregistry.repoAdmin",
                          "roles/artifactregistry.admin"})
+# Build tags (annotations, not docker tags), as Cloud Build validates them.
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG_FILTER_RE = re.compile(r'^tags\s*=\s*"?([\w.-]+)"?$')
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -69,6 +79,7 @@ class CloudBuildFake(FakeService):
         self.default_service_account = (
             f"{cloud.project_number}-compute@developer.gserviceaccount.com")
         self.builder_needs_grants = False
+        self.image_bytes = 3 * 2**30  # what each pushed image adds to its repository's size
 
     # -- the build's service account and what it may touch --------------------------------------
     def _builder_has(self, bucket: str, roles: frozenset[str]) -> bool:
@@ -78,12 +89,10 @@ class CloudBuildFake(FakeService):
         emulator = getattr(self.cloud, "storage", None)
         if emulator is None:
             return True
-        try:
-            policy = emulator.storage.get_bucket_iam_policy(bucket) or {}
+        try:  # as enforced: a binding younger than the IAM propagation delay does not count
+            return member in emulator.effective_bucket_members(bucket, roles)
         except Exception:
             return False
-        return any(b["role"] in roles and member in b["members"]
-                   for b in policy.get("bindings", []))
 
     def _builder_can_push(self, image: str) -> bool:
         if not self.builder_needs_grants:
@@ -93,7 +102,8 @@ class CloudBuildFake(FakeService):
         region = host.removesuffix("-docker.pkg.dev")
         resource = f"projects/{project}/locations/{region}/repositories/{repo}"
         member = f"serviceAccount:{self.default_service_account}"
-        return any(member in self.cloud.iam.members(resource, role) for role in _REPO_WRITE)
+        return any(member in self.cloud.iam.effective_members(resource, role)
+                   for role in _REPO_WRITE)
 
     # -- storage (the emulator) --------------------------------------------------------------
     def _bucket(self, name: str) -> Any:
@@ -237,7 +247,11 @@ class CloudBuildFake(FakeService):
                 f"{image}|{b.source.storage_source.object_}".encode()).hexdigest()
             images.append(cloudbuild_v1.BuiltImage(name=image, digest=digest))
             fb.log.append(f"Pushing {image}")
-            fb.log.append(f"{image.rsplit(':', 1)[-1]}: digest: {digest} size: 1234")
+            fb.log.append(f"{image.rsplit(':', 1)[-1]}: digest: {digest} size: "
+                          f"{self.image_bytes}")
+            registry = self.cloud.services.get("artifactregistry")
+            if registry is not None:
+                registry.record_push(image, digest, self.image_bytes)
         b.results = cloudbuild_v1.Results(images=images)
         fb.log.append("DONE")
         b.status = Status.SUCCESS
@@ -260,10 +274,22 @@ class CloudBuildFake(FakeService):
                           "must either (a) specify 'build.logs_bucket', (b) use the "
                           "REGIONAL_USER_OWNED_BUCKET build.options.default_logs_bucket_behavior "
                           "option, or (c) use either CLOUD_LOGGING_ONLY / NONE logging options")
+        for tag in b.tags:
+            if not _TAG_RE.match(tag):
+                raise invalid(f'invalid build tag "{tag}": must match format '
+                              f'"{_TAG_RE.pattern}"')
         logs_bucket = b.logs_bucket.removeprefix("gs://").partition("/")[0]
         if logs_bucket and not self._builder_has(logs_bucket, frozenset({"roles/storage.admin"})):
             raise invalid(f'invalid bucket "{logs_bucket}"; service account '
                           f"{self.default_service_account} does not have access to the bucket")
+        if not self._builder_has(src.bucket, _BUCKET_READ):
+            # Cloud Build resolves the source before it queues the build; an account that cannot
+            # read it yet (a grant younger than IAM propagation) is refused here, not in a step.
+            raise invalid(
+                f"could not resolve source: googleapi: Error 403: {self.default_service_account}"
+                " does not have storage.objects.get access to the Google Cloud Storage object. "
+                "Permission 'storage.objects.get' denied on resource (or it may not exist)., "
+                "forbidden")
         b.id = str(uuid.uuid4())
         b.name = f"projects/{self.cloud.project_number}/locations/global/builds/{b.id}"
         b.project_id = request.project_id
@@ -280,6 +306,20 @@ class CloudBuildFake(FakeService):
         return self.cloud.operations.start(
             result=None, polls=len(b.steps) + 4, metadata=meta,
             on_done=lambda: cloudbuild_v1.Build(self.builds[b.id].build))
+
+    @rpc("cloudbuild.builds.list")
+    def list_builds(self, request: Any, context: Any) -> Any:
+        self.check_project(f"projects/{request.project_id}")
+        tag = None
+        if request.filter:
+            match = _TAG_FILTER_RE.match(request.filter.strip())
+            if not match:
+                raise invalid(f"the fake supports only tags=\"T\" filters, not {request.filter!r}")
+            tag = match.group(1)
+        with self.lock:
+            found = [cloudbuild_v1.Build(fb.build) for fb in reversed(list(self.builds.values()))
+                     if tag is None or tag in fb.build.tags]
+        return cloudbuild_v1.ListBuildsResponse(builds=found)
 
     @rpc("cloudbuild.builds.get")
     def get_default_service_account(self, request: Any, context: Any) -> Any:

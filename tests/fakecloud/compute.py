@@ -31,6 +31,7 @@ from tests.fakecloud.core import Call
 from tests.fixtures.local_http import LocalHttpServer
 
 _TRANSPORTS = {
+    "Networks": "google.cloud.compute_v1.services.networks.transports.rest_base",
     "Subnetworks": "google.cloud.compute_v1.services.subnetworks.transports.rest_base",
     "RegionOperations": "google.cloud.compute_v1.services.region_operations.transports.rest_base",
 }
@@ -62,6 +63,7 @@ class FakeCompute:
         self.cloud = cloud
         self.polls = polls
         self.subnets: dict[tuple[str, str], compute_v1.Subnetwork] = {}
+        self.networks: set[str] = {"default"}  # a new project's auto-mode network
         self.operations: dict[str, dict[str, Any]] = {}
         self.routes = _routes()
         self.lock = threading.RLock()
@@ -116,6 +118,17 @@ class FakeCompute:
                     call.code = str(status)
                 return status, payload
         return _error(404, f"no route for {verb} {path}")
+
+    def _Networks_Get(self, p: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        with self.lock:
+            if p["network"] not in self.networks:
+                return _error(404, f"The resource 'projects/{p['project']}/global/networks/"
+                                   f"{p['network']}' was not found")
+        project = self.cloud.project
+        return 200, _json(compute_v1.Network(
+            name=p["network"], auto_create_subnetworks=True,
+            self_link=f"https://www.googleapis.com/compute/v1/projects/{project}/global/"
+                      f"networks/{p['network']}"))
 
     def _Subnetworks_Get(self, p: dict[str, str], body: bytes) -> tuple[int, bytes]:
         with self.lock:

@@ -69,6 +69,8 @@ class Container:
     probe_path: str | None  # HTTP startup probe path; None: TCP probe on the port
     log_dir: Path
     starts: int = 0
+    vpc_egress: bool = False  # all traffic leaves through Direct VPC egress
+    on_start: Any = None  # called with each new Instance (the runner tracks VPC instances)
 
     def start(self) -> Instance:
         self.starts += 1
@@ -76,7 +78,10 @@ class Container:
         env = {**self.env, "PORT": str(port)}
         log = self.log_dir / f"{self.revision}-{self.starts}.log"
         process = spawn(self.argv, log, env=env, cwd=self.cwd, start_new_session=True)
-        return Instance(self, process, port, log)
+        instance = Instance(self, process, port, log)
+        if self.on_start is not None:
+            self.on_start(instance)
+        return instance
 
 
 @dataclass
@@ -86,10 +91,29 @@ class Instance:
     port: int
     log: Path
     pids: set[int] = field(default_factory=set)  # every process seen in its group
+    started_at: float = field(default_factory=time.monotonic)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def age_s(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def owns_connection_from(self, port: int) -> bool:
+        """Whether one of the instance's processes holds the local end ``127.0.0.1:port`` of
+        a TCP connection (how a router tells which instance is calling it)."""
+        pids = {self.process.pid}
+        with contextlib.suppress(psutil.Error):
+            pids |= {c.pid for c in psutil.Process(self.process.pid).children(recursive=True)}
+        for pid in pids:
+            try:
+                connections = psutil.Process(pid).net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            if any(c.laddr and c.laddr.port == port for c in connections):
+                return True
+        return False
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -292,7 +316,8 @@ class ContainerFactory:
         secrets = self.cloud.services["secretmanager"]
         secret_id = ref.secret.rsplit("/", 1)[-1]
         name = f"projects/{self.cloud.project_number}/secrets/{secret_id}"
-        allowed = any(f"serviceAccount:{account}" in self.cloud.iam.members(name, role)
+        # Effective members: a binding younger than the IAM propagation delay does not count.
+        allowed = any(f"serviceAccount:{account}" in self.cloud.iam.effective_members(name, role)
                       for role in SECRET_READERS)
         where = f"spec.template.spec.containers[0].env[{index}].value_from.secret_key_ref.name"
         if not allowed:
@@ -318,9 +343,7 @@ class ContainerFactory:
             if volume is None or not volume.gcs.bucket:
                 raise RevisionFailed(f"volume {mount.name!r} is mounted but not defined")
             bucket = volume.gcs.bucket
-            policy = self.storage.storage.get_bucket_iam_policy(bucket) or {}
-            readers = {m for b in policy.get("bindings", []) if b.get("role") in BUCKET_READERS
-                       for m in b.get("members", [])}
+            readers = self.storage.effective_bucket_members(bucket, BUCKET_READERS)
             if f"serviceAccount:{account}" not in readers:
                 raise RevisionFailed(f"Cloud Storage volume {mount.name!r}: the revision's "
                                      f"service account {account} cannot read gs://{bucket}.")

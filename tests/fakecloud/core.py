@@ -9,6 +9,7 @@ import inspect
 import itertools
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent import futures
@@ -33,13 +34,15 @@ class FakeError(Exception):
     """Raised by a handler; becomes a gRPC status with optional google.rpc.ErrorInfo."""
 
     def __init__(self, code: grpc.StatusCode, message: str, reason: str | None = None,
-                 domain: str = "googleapis.com", metadata: dict[str, str] | None = None):
+                 domain: str = "googleapis.com", metadata: dict[str, str] | None = None,
+                 violations: list[tuple[str, str, str]] | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason
         self.domain = domain
         self.metadata = metadata or {}
+        self.violations = violations or []  # google.rpc.PreconditionFailure (type, subject, why)
 
     def to_status(self) -> Any:
         status = status_pb2.Status(code=self.code.value[0], message=self.message)
@@ -47,6 +50,13 @@ class FakeError(Exception):
             detail = any_pb2.Any()
             detail.Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=self.domain,
                                                     metadata=self.metadata))
+            status.details.append(detail)
+        if self.violations:
+            detail = any_pb2.Any()
+            detail.Pack(error_details_pb2.PreconditionFailure(violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=kind, subject=subject, description=why)
+                for kind, subject, why in self.violations]))
             status.details.append(detail)
         return rpc_status.to_status(status)
 
@@ -205,6 +215,9 @@ class Fault:
     message: str
     reason: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # The handler runs (the change happens) and only the answer is lost: what a client sees when
+    # a connection drops after the server acted. A retried non-idempotent create acts twice.
+    lose_response: bool = False
 
 
 def rpc(permission: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -322,12 +335,51 @@ def _copy(op: operations_pb2.Operation) -> operations_pb2.Operation:
 
 
 class IamPolicies:
-    """IAM policies per resource name, with etags: a stale etag on Set gives ABORTED."""
+    """IAM policies per resource name, with etags: a stale etag on Set gives ABORTED.
+
+    Propagation (``propagation_s``): Google's "Access change propagation" page
+    (cloud.google.com/iam/docs/access-change-propagation) says a policy change "typically
+    propagate[s] in 2 minutes, but could potentially take 7 minutes or longer": GetIamPolicy
+    shows a new binding at once, but the services that enforce it (Cloud Run's front end,
+    Secret Manager for a starting revision, Cloud Build's source fetch, Artifact Registry's
+    push) ignore it until then. ``members()`` is the stored policy (what GetIamPolicy returns);
+    ``effective()`` / ``effective_members()`` is what enforcement sees. A revoked member loses
+    access at once (the stricter of the two cases for a deployment tool). Policies that live
+    elsewhere (Cloud Storage buckets, in the emulator) report their changes with ``note()``.
+    """
 
     def __init__(self) -> None:
         self._policies: dict[str, Any] = {}
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.propagation_s = 0.0
+        self._granted_at: dict[tuple[str, str, str], float] = {}
+
+    def note(self, resource: str, before: dict[str, set[str]], after: dict[str, set[str]]
+             ) -> None:
+        """Record a policy change of ``resource``: {role: members} before and after."""
+        with self._lock:
+            self._record(resource, before, after)
+
+    def _record(self, resource: str, before: dict[str, set[str]],
+                after: dict[str, set[str]]) -> None:
+        now = time.monotonic()
+        for role, members in after.items():
+            for member in members - before.get(role, set()):
+                self._granted_at[(resource, role, member)] = now
+        for role, members in before.items():
+            for member in members - after.get(role, set()):
+                self._granted_at.pop((resource, role, member), None)
+
+    def effective(self, resource: str, role: str, members: set[str]) -> set[str]:
+        """The subset of a policy's ``members`` for ``role`` that enforcement honours now."""
+        cutoff = time.monotonic() - self.propagation_s
+        with self._lock:
+            return {m for m in members
+                    if self._granted_at.get((resource, role, m), float("-inf")) <= cutoff}
+
+    def effective_members(self, resource: str, role: str) -> set[str]:
+        return self.effective(resource, role, self.members(resource, role))
 
     def get(self, resource: str) -> Any:
         from google.iam.v1 import policy_pb2
@@ -360,11 +412,13 @@ class IamPolicies:
             stored = policy_pb2.Policy()
             stored.CopyFrom(policy)
             stored.etag = b""
+            before = _by_role(self._policies.get(resource))
             self._policies[resource] = stored
             self._versions[resource] = version + 1
             stored_out = policy_pb2.Policy()
             stored_out.CopyFrom(stored)
             stored_out.etag = _etag(version + 1)
+            self._record(resource, before, _by_role(stored))
             return stored_out
 
     def members(self, resource: str, role: str) -> set[str]:
@@ -378,6 +432,17 @@ class IamPolicies:
         with self._lock:
             self._policies.pop(resource, None)
             self._versions.pop(resource, None)
+            for key in [k for k in self._granted_at if k[0] == resource]:
+                del self._granted_at[key]
+
+
+def _by_role(policy: Any) -> dict[str, set[str]]:
+    if policy is None:
+        return {}
+    out: dict[str, set[str]] = {}
+    for binding in policy.bindings:
+        out.setdefault(binding.role, set()).update(binding.members)
+    return out
 
 
 def _etag(version: int) -> bytes:
@@ -397,6 +462,11 @@ class FakeCloud:
         self.denied: set[str] = set()
         self.hooks: list[list[Any]] = []  # [match, fn, times_left]
         self.enforce_apis = False
+        # Organization policies in effect on the project, by constraint name without the
+        # "constraints/" prefix: {"enforce": True} for a boolean constraint, {"allowed_values":
+        # [...]} / {"denied_values": [...]} for a list constraint (served by orgpolicy.py, and
+        # enforced where noted: DRS in validate_member, run.* in run.py).
+        self.org_policies: dict[str, dict[str, Any]] = {}
         self.operations = Operations()
         self.iam = IamPolicies()
         self.services: dict[str, FakeService] = {}
@@ -461,14 +531,15 @@ class FakeCloud:
     # -- test controls -----------------------------------------------------------------------
     def fail_next(self, method: str, code: grpc.StatusCode, times: int | None = 1,
                   message: str | None = None, reason: str | None = None,
-                  metadata: dict[str, str] | None = None) -> None:
+                  metadata: dict[str, str] | None = None, lose_response: bool = False) -> None:
         """Fail the next ``times`` calls (None: all) whose path ends with ``method``, e.g.
         "google.cloud.secretmanager.v1.SecretManagerService/AddSecretVersion" or just
-        "AddSecretVersion". The handler does not run for a failed call."""
+        "AddSecretVersion". The handler does not run for a failed call, unless
+        ``lose_response``: then it runs and only its answer is replaced by the error."""
         with self._lock:
             self.faults.append(Fault(method.lstrip("/"), code, times,
                                      message or f"injected {code.name}", reason,
-                                     metadata or {}))
+                                     metadata or {}, lose_response))
 
     def before(self, method: str, fn: Callable[[Any], None], times: int = 1) -> None:
         """Run ``fn(request)`` just before the handler of the next ``times`` matching calls:
@@ -516,25 +587,50 @@ class FakeCloud:
         return usage is None or usage.is_enabled(api)  # type: ignore[attr-defined]
 
     def validate_member(self, member: str) -> None:
-        """IAM rejects bindings to service accounts that do not exist (yet)."""
+        """IAM rejects bindings to service accounts that do not exist (yet), and public members
+        under domain-restricted sharing."""
         kind, _, email = member.partition(":")
         if kind not in ("user", "serviceAccount", "group", "domain", "allUsers",
                         "allAuthenticatedUsers", "principal", "principalSet"):
             raise invalid(f"Invalid member {member!r}.")
+        if kind in ("allUsers", "allAuthenticatedUsers") and self.domain_restricted_sharing:
+            # Domain-restricted sharing (constraint iam.allowedPolicyMemberDomains): only the
+            # organization's customer IDs may appear in a policy; allUsers is refused with this
+            # FAILED_PRECONDITION (cloud.google.com/resource-manager/docs/organization-policy/
+            # restricting-domains; Cloud Run's "Allowing public (unauthenticated) access" page
+            # recommends disabling the invoker IAM check instead).
+            raise FakeError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "One or more users named in the policy do not belong to a permitted customer.",
+                violations=[("constraints/iam.allowedPolicyMemberDomains",
+                             f"orgpolicy:projects/{self.project}?configvalue={member}",
+                             f"User {member} is not in permitted organization.")])
         accounts = self.services.get("iam")
         own = email.endswith(f"@{self.project}.iam.gserviceaccount.com")
         if (kind == "serviceAccount" and own and accounts is not None
                 and not accounts.exists(email)):  # type: ignore[attr-defined]
             raise invalid(f"Service account {email} does not exist.")
 
+    @property
+    def domain_restricted_sharing(self) -> bool:
+        return bool(self.org_policies.get("iam.allowedPolicyMemberDomains", {})
+                    .get("allowed_values"))
+
+    def constraint_enforced(self, constraint: str) -> bool:
+        """A boolean organization-policy constraint in force on the project."""
+        return bool(self.org_policies.get(constraint, {}).get("enforce"))
+
     def next_id(self) -> int:
         return next(self._counter)
 
     # -- dispatch ----------------------------------------------------------------------------
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, lose_response: bool = False) -> Fault | None:
+        """The next fault for ``path`` of the kind asked: one that replaces the handler, or
+        (``lose_response``) one that hides the answer of a handler that succeeded."""
         with self._lock:
             for fault in self.faults:
-                if path.endswith(fault.match) and (fault.times is None or fault.times > 0):
+                if (path.endswith(fault.match) and fault.lose_response == lose_response
+                        and (fault.times is None or fault.times > 0)):
                     if fault.times is not None:
                         fault.times -= 1
                     return fault
@@ -563,7 +659,11 @@ class FakeCloud:
                 hook = self._take_hook(route.path)
                 if hook is not None:
                     hook(request)
-                return impl(request, context)
+                answer = impl(request, context)
+                lost = self._take_fault(route.path, lose_response=True)
+                if lost is not None:  # the work is done, only the answer is lost
+                    raise FakeError(lost.code, lost.message, lost.reason, metadata=lost.metadata)
+                return answer
             except FakeError as err:
                 call.code = err.code.name
                 context.abort_with_status(err.to_status())

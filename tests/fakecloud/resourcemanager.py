@@ -26,6 +26,19 @@ class ProjectsFake(FakeService):
         self.check_project(request.resource)
         return self.cloud.iam.get(f"projects/{self.cloud.project}")
 
+    @rpc()
+    def test_iam_permissions(self, request: Any, context: Any) -> Any:
+        """The caller holds every permission but those denied with ``cloud.deny``."""
+        from google.iam.v1 import iam_policy_pb2
+
+        self.check_project(request.resource)
+        if len(request.permissions) > 100:
+            from tests.fakecloud.core import invalid
+
+            raise invalid("At most 100 permissions can be tested at once.")
+        return iam_policy_pb2.TestIamPermissionsResponse(
+            permissions=[p for p in request.permissions if p not in self.cloud.denied])
+
     @rpc("resourcemanager.projects.setIamPolicy")
     def set_iam_policy(self, request: Any, context: Any) -> Any:
         self.check_project(request.resource)

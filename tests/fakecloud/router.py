@@ -1,10 +1,18 @@
 """Cloud Run's front end for one service: a stable local URL that authorizes each request and
 streams it to the serving revision's instance.
 
-- Invoker IAM (``invoker_iam_disabled`` False): a service whose ``roles/run.invoker`` binding
-  includes ``allUsers`` is open; otherwise the request needs ``Authorization: Bearer <ID token>``
-  that the fake issuer signed for this service's URL, for an account holding the role. No token:
-  403; a bad token: 401; an account without the role: 403 (Cloud Run's statuses).
+- Invoker IAM: a service with ``invoker_iam_disabled`` (Cloud Run's recommended way to make a
+  service public, "Allowing public (unauthenticated) access") or whose ``roles/run.invoker``
+  binding includes ``allUsers`` is open; otherwise the request needs ``Authorization: Bearer
+  <ID token>`` that the fake issuer signed for this service's URL, for an account holding the
+  role. No token: 403; a bad token: 401; an account without the role: 403 (Cloud Run's
+  statuses). The role counts only once the binding is older than the IAM propagation delay
+  (core.IamPolicies), so a freshly granted caller gets 403 for a while, as on Cloud Run.
+- Direct VPC egress connection delay (the Direct VPC egress page, Limitations: "connection
+  establishment delays of a minute or more on instance startup"): a connection to an internal
+  service that comes from an instance with VPC egress younger than ``vpc_egress_delay_s`` is
+  cut as soon as it is accepted (the calling instance is found from the connection's local
+  port). Google's advice is a startup probe that tests an egress connection.
 - Internal ingress: only requests that come through a VPC of the project. Here that means the
   verified caller is the service account of a running Cloud Run service with Direct VPC egress of
   all traffic (a request from anywhere else, even with a valid token, is refused with 404, as
@@ -43,13 +51,19 @@ INVOKER = "roles/run.invoker"
 
 class ServiceRouter:
     def __init__(self, service_name: str, cloud: Any, issuer: IdTokenIssuer,
-                 vpc_callers: Callable[[], set[str]], startup_timeout_s: float) -> None:
+                 vpc_callers: Callable[[], set[str]], startup_timeout_s: float,
+                 egress_not_ready: Callable[[int], bool] = lambda _port: False) -> None:
         self.service_name = service_name
         self.cloud = cloud
         self.issuer = issuer
         self.vpc_callers = vpc_callers  # accounts whose traffic leaves through the VPC
+        # Whether a connection from 127.0.0.1:<port> comes from an instance whose Direct VPC
+        # egress does not work yet (asked only for internal services).
+        self.egress_not_ready = egress_not_ready
         self.startup_timeout_s = startup_timeout_s
         self.internal = False
+        self.invoker_iam_disabled = False
+        self.refused_connections = 0  # cut by the VPC egress connection delay
         self.container: Container | None = None
         self.instance: Instance | None = None
         self.retired: list[Instance] = []  # every instance ever stopped, for leak checks
@@ -75,11 +89,24 @@ class ServiceRouter:
         import uvicorn
         from starlette.applications import Starlette
         from starlette.routing import Route
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        router = self
+
+        class EgressGate(H11Protocol):
+            """Cuts a connection from an instance whose VPC egress is not connected yet."""
+
+            def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+                super().connection_made(transport)
+                peer = transport.get_extra_info("peername")
+                if router.internal and peer and router.egress_not_ready(int(peer[1])):
+                    router.refused_connections += 1
+                    transport.abort()
 
         methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, http=EgressGate)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=f"router-{self.service_name.rsplit('/', 1)[-1]}",
@@ -140,8 +167,10 @@ class ServiceRouter:
     # -- authorization -----------------------------------------------------------------------
     def _authorize(self, headers: Any) -> tuple[int, str] | bool:
         """(status, reason) to refuse the request; else whether a token was verified."""
-        members = self.cloud.iam.members(self.service_name, INVOKER)
-        if "allUsers" in members and not self.internal:
+        members = set() if self.invoker_iam_disabled else \
+            self.cloud.iam.effective_members(self.service_name, INVOKER)
+        public = self.invoker_iam_disabled or "allUsers" in members
+        if public and not self.internal:
             # A public service does not look at Authorization: it reaches the container as
             # sent (which is how an OpenAI SDK's `Bearer <API key>` gets to the frontend).
             return False
@@ -154,7 +183,7 @@ class ServiceRouter:
                 return 401, f"The access token could not be verified: {exc}"
         if self.internal and caller not in self.vpc_callers():
             return 404, "This service only accepts traffic from the VPC (internal ingress)."
-        if "allUsers" in members:
+        if public:
             return caller is not None
         if caller is None:
             return 403, "Your client does not have permission to get URL (no ID token)."

@@ -12,7 +12,12 @@ services/gpu, .../healthchecks, .../resource-model#names):
 - startup probe: period and initial delay at most 240 s, timeout not above the period, and
   period x failure threshold at most 600 s (1800 s with a GPU);
 - ``template.revision``, when a client sets it, must be new (the classic second-deploy failure);
-- a secret referenced by an environment variable must exist when the revision starts.
+- a secret referenced by an environment variable must exist when the revision starts;
+- ``invoker_iam_disabled`` needs run.services.setIamPolicy as well (Cloud Run's "Allowing public
+  (unauthenticated) access" page) and is refused when the organization enforces the managed
+  constraint ``run.managed.requireInvokerIam``; ingress and VPC egress must be allowed by
+  ``run.allowedIngress`` / ``run.allowedVPCEgress`` (Cloud Run's "Use organization policies"
+  page), each when set in ``cloud.org_policies``.
 
 Long-running operations are not done at first (``polls``). When a revision becomes ready the
 ``on_ready`` hook (if set) is called with the service spec; it may return the URI the service
@@ -33,7 +38,15 @@ import grpc
 from google.cloud import run_v2
 from google.protobuf import timestamp_pb2
 
-from tests.fakecloud.core import FakeError, FakeService, already_exists, invalid, not_found, rpc
+from tests.fakecloud.core import (
+    FakeError,
+    FakeService,
+    already_exists,
+    invalid,
+    not_found,
+    permission_denied,
+    rpc,
+)
 
 _SERVICE_RE = re.compile(r"^projects/([^/]+)/locations/([a-z]+-[a-z]+[0-9]+)/services/([^/]+)$")
 _PARENT_RE = re.compile(r"^projects/([^/]+)/locations/([a-z]+-[a-z]+[0-9]+)$")
@@ -255,9 +268,44 @@ class RunServicesFake(FakeService):
             raise not_found(f"Resource '{request.service.name.rsplit('/', 1)[-1]}'")
         return self._upsert(run_v2.Service(request.service), request.validate_only)
 
+    def _check_org_policies(self, svc: run_v2.Service) -> None:
+        cloud = self.cloud
+        with self.lock:
+            old = self.services.get(svc.name)
+        if svc.invoker_iam_disabled and not (old is not None and old.invoker_iam_disabled):
+            if "run.services.setIamPolicy" in cloud.denied:
+                raise permission_denied("run.services.setIamPolicy", svc.name)
+            if cloud.constraint_enforced("run.managed.requireInvokerIam"):
+                raise self._org_denied(svc.name, "run.managed.requireInvokerIam",
+                                       "Disabling the invoker IAM check is not allowed.")
+        ingress = {run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL: "all",
+                   run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_ONLY: "internal",
+                   run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER:
+                       "internal-and-cloud-load-balancing"}.get(svc.ingress, "all")
+        allowed = cloud.org_policies.get("run.allowedIngress", {}).get("allowed_values")
+        if allowed is not None and ingress not in allowed:
+            raise self._org_denied(svc.name, "run.allowedIngress",
+                                   f"Ingress setting '{ingress}' is not allowed.")
+        vpc = svc.template.vpc_access
+        if vpc.network_interfaces or vpc.connector:
+            egress = ("all-traffic" if vpc.egress == run_v2.VpcAccess.VpcEgress.ALL_TRAFFIC
+                      else "private-ranges-only")
+            allowed = cloud.org_policies.get("run.allowedVPCEgress", {}).get("allowed_values")
+            if allowed is not None and egress not in allowed:
+                raise self._org_denied(svc.name, "run.allowedVPCEgress",
+                                       f"VPC egress setting '{egress}' is not allowed.")
+
+    @staticmethod
+    def _org_denied(resource: str, constraint: str, why: str) -> FakeError:
+        return FakeError(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"Operation denied by org policy on resource '{resource}': "
+                         f"[\"constraints/{constraint}\": {why}]",
+                         violations=[(f"constraints/{constraint}", resource, why)])
+
     def _upsert(self, service: run_v2.Service, validate_only: bool) -> Any:
         _, region, service_id = self._parse(service.name)
         self._validate(service, region)
+        self._check_org_policies(service)
         desired = self._with_defaults(service)
         if validate_only:
             return self.cloud.operations.start(result=desired, polls=0, metadata=desired)

@@ -27,16 +27,20 @@ from tests.fakecloud.router import ServiceRouter
 
 class CloudRunRunner:
     def __init__(self, cloud: Any, storage: Any, work_dir: Path, artifacts: dict[str, Path],
-                 startup_timeout_s: float = 120.0) -> None:
+                 startup_timeout_s: float = 120.0, vpc_egress_delay_s: float = 0.0) -> None:
         self.cloud = cloud
         self.work_dir = work_dir
         self.startup_timeout_s = startup_timeout_s
+        # How long a new instance with Direct VPC egress cannot open connections through the
+        # VPC (see router.py; the Direct VPC egress page, Limitations).
+        self.vpc_egress_delay_s = vpc_egress_delay_s
         iam = cloud.services["iam"]  # tokens only for accounts that exist in the fake IAM
         self.issuer = IdTokenIssuer(work_dir / "keys", account_exists=iam.exists).start()
         self.factory = ContainerFactory(cloud, storage, work_dir, self.issuer, artifacts)
         self.routers: dict[str, ServiceRouter] = {}  # by full service name
         self.specs: dict[str, run_v2.Service] = {}  # the serving revision's service spec
         self.stopped: list[ServiceRouter] = []  # routers of deleted services
+        self._vpc_instances: list[Instance] = []  # started with Direct VPC egress
         self._lock = threading.Lock()
 
     def attach(self) -> CloudRunRunner:
@@ -51,16 +55,23 @@ class CloudRunRunner:
             router = self.routers.get(service.name)
             if router is None:
                 router = ServiceRouter(service.name, self.cloud, self.issuer, self.vpc_callers,
-                                       self.startup_timeout_s).start()
+                                       self.startup_timeout_s,
+                                       egress_not_ready=self.egress_not_ready).start()
                 self.routers[service.name] = router
         revision = service.latest_created_revision.rsplit("/", 1)[-1]
         internal = service.ingress == run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_ONLY
+        # Ingress and IAM are service settings, not revisions: they apply at once.
+        router.invoker_iam_disabled = bool(service.invoker_iam_disabled)
         current = router.container
         if current is not None and current.revision == revision:
-            router.internal = internal  # ingress and IAM are service settings, not revisions
+            router.internal = internal
             self.specs[service.name] = service
             return router.url
         container = self.factory.container(service)  # RevisionFailed: bad secret, volume, image
+        all_traffic = run_v2.VpcAccess.VpcEgress.ALL_TRAFFIC
+        container.vpc_egress = bool(service.template.vpc_access.network_interfaces
+                                    and service.template.vpc_access.egress == all_traffic)
+        container.on_start = self._started
         instance = container.start()
         instance.wait_ready(self.startup_timeout_s)  # RevisionFailed: crashed or never ready
         router.serve(container, instance, internal)
@@ -82,6 +93,22 @@ class CloudRunRunner:
         return {s.template.service_account for s in list(self.specs.values())
                 if s.template.vpc_access.egress == all_traffic
                 and s.template.vpc_access.network_interfaces}
+
+    def egress_not_ready(self, peer_port: int) -> bool:
+        """Whether the connection from 127.0.0.1:``peer_port`` comes from an instance with
+        Direct VPC egress that started less than ``vpc_egress_delay_s`` ago."""
+        if self.vpc_egress_delay_s <= 0:
+            return False
+        with self._lock:
+            young = [i for i in self._vpc_instances
+                     if i.alive() and i.age_s() < self.vpc_egress_delay_s]
+        return any(i.owns_connection_from(peer_port) for i in young)
+
+    def _started(self, instance: Instance) -> None:
+        if instance.container.vpc_egress:
+            with self._lock:
+                self._vpc_instances = [i for i in self._vpc_instances if i.alive()]
+                self._vpc_instances.append(instance)
 
     def router(self, service_id: str) -> ServiceRouter:
         for name, router in self.routers.items():

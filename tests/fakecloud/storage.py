@@ -97,6 +97,24 @@ class StorageEmulator:
     def bucket_metadata(self, bucket: str) -> dict[str, Any] | None:
         return self.storage.buckets.get(bucket)
 
+    def bucket_roles(self, bucket: str) -> dict[str, set[str]]:
+        policy = self.storage.get_bucket_iam_policy(bucket) or {}
+        out: dict[str, set[str]] = {}
+        for binding in policy.get("bindings", []):
+            out.setdefault(binding.get("role", ""), set()).update(binding.get("members", []))
+        return out
+
+    def effective_bucket_members(self, bucket: str, roles: set[str] | frozenset[str]
+                                 ) -> set[str]:
+        """Members holding one of ``roles`` on the bucket as enforcement sees them: a binding
+        younger than the IAM propagation delay does not count yet (see core.IamPolicies)."""
+        out: set[str] = set()
+        for role, members in self.bucket_roles(bucket).items():
+            if role in roles:
+                out |= (self.cloud.iam.effective(f"buckets/{bucket}", role, members)
+                        if self.cloud is not None else members)
+        return out
+
     def _fault_for(self, request: StorageRequest) -> HttpFault | None:
         with self._lock:
             for fault in self.faults:
@@ -116,6 +134,14 @@ class StorageEmulator:
             self.log.append(call)
         if self.cloud is not None:
             self.cloud.record(call)
+
+
+def _bucket_iam_path(path: str) -> str | None:
+    prefix, suffix = f"{emulator_settings.API_ENDPOINT}/b/", "/iam"
+    if path.startswith(prefix) and path.endswith(suffix) and path.count("/") == prefix.count(
+            "/") + 1:
+        return path[len(prefix):-len(suffix)]
+    return None
 
 
 class _Handler(EmulatorHandler):
@@ -160,7 +186,37 @@ class _Handler(EmulatorHandler):
         if verb == "POST" and parsed.path == f"{emulator_settings.API_ENDPOINT}/b":
             self._insert_bucket(request)
             return
+        iam_of = _bucket_iam_path(parsed.path) if verb == "PUT" else None
+        if iam_of is not None:
+            self._set_bucket_iam(iam_of, request)
+            return
         Router(self).handle(verb)
+
+    def _set_bucket_iam(self, bucket: str, request: StorageRequest) -> None:
+        """setIamPolicy on a bucket, as the emulator does it, plus what Cloud Storage adds:
+        domain-restricted sharing refuses public members, and the change is reported to the
+        fake IAM so that it takes effect only after the propagation delay."""
+        cloud = self.emulator.cloud
+        body = request.body if isinstance(request.body, dict) else {}
+        public = {m for b in body.get("bindings", []) for m in b.get("members", [])
+                  if m in ("allUsers", "allAuthenticatedUsers")}
+        if public and cloud is not None and cloud.domain_restricted_sharing:
+            self._json(412, {"error": {"code": 412, "message": (
+                "One or more users named in the policy do not belong to a permitted customer."),
+                "errors": [{"reason": "conditionNotMet", "domain": "global"}]}})
+            return
+        before = self.emulator.bucket_roles(bucket)
+        Router(self).handle("PUT")
+        if cloud is not None:
+            cloud.iam.note(f"buckets/{bucket}", before, self.emulator.bucket_roles(bucket))
+
+    def _json(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _empty_session_status(self, request: StorageRequest) -> bool:
         """GCS answers a status query on a session with no bytes yet with 308 and *no* Range
@@ -196,19 +252,15 @@ class _Handler(EmulatorHandler):
                                               "succeeded and you already own it."}}
         else:
             fields = {k: v for k, v in body.items() if k in ("location", "iamConfiguration",
-                                                               "labels", "storageClass")}
+                                                               "labels", "storageClass",
+                                                               "lifecycle")}
             if "location" in fields:
                 fields["location"] = str(fields["location"]).upper()
                 bucket["locationType"] = "region" if "-" in fields["location"] else "multi-region"
             emulator_buckets._patch_bucket(bucket, fields)
             bucket["metageneration"] = "1"
             self.emulator.storage.create_bucket(name, bucket)
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._json(status, payload)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         call = getattr(self, "_call", None)

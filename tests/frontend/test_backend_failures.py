@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import socket
+import threading
 from typing import Any
 
 import httpx
@@ -12,6 +14,7 @@ import openai
 import pytest
 
 from tests.fixtures.fake_backend import Behavior
+from tests.fixtures.plugin_llama import free_port
 from tests.frontend.audio import SAMPLES_PER_FRAME, pcm_samples
 
 BODY = {"model": "orpheus", "input": "Hello.", "voice": "tara", "response_format": "wav"}
@@ -102,6 +105,52 @@ def test_backend_rejection_is_502_without_retry(frontend, fake_backend):
     error = assert_error(post(frontend), 502, "backend_error")
     assert "400" in error["message"] and "bad prompt" in error["message"]
     assert len(fake_backend.completions) == 1
+
+
+def test_backend_refusing_our_identity_is_a_retryable_503_with_its_own_code(frontend,
+                                                                           fake_backend):
+    # Cloud Run's invoker check answers 403 until a fresh roles/run.invoker binding applies
+    # (minutes): the caller gets a 503 to retry, and `orpheus deploy`'s smoke test waits on
+    # this code. Not retried here, so a binding that is really missing fails fast.
+    fake_backend.script(Behavior.status_code(403, body="Your client does not have permission"))
+    response = post(frontend)
+    error = assert_error(response, 503, "backend_forbidden")
+    assert "roles/run.invoker" in error["message"]
+    assert int(response.headers["retry-after"]) >= 10
+    assert len(fake_backend.completions) == 1
+
+
+def test_ready_waits_for_the_backends_host_and_never_wakes_it(frontend_factory):
+    # The startup probe: 503 while nothing answers at the backend's host (Direct VPC egress
+    # not connected yet), 200 once anything answers there, even a refusal; no token is sent.
+    port = free_port()
+    app = frontend_factory(ORPHEUS_API_URL=f"http://127.0.0.1:{port}/v1/completions")
+    waiting = httpx.get(f"{app.base_url}/ready", timeout=10)
+    assert waiting.status_code == 503 and "cannot reach" in waiting.json()["detail"]
+    seen: list[dict[str, str]] = []
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization", "")})
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ready = httpx.get(f"{app.base_url}/ready", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert seen == [{"path": "/health", "auth": ""}]
+        assert httpx.get(f"{app.base_url}/ready", timeout=10).status_code == 200
+        assert len(seen) == 1  # connected once is enough: it is a startup check
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_hang_before_headers_is_504(frontend_factory, fake_backend):
