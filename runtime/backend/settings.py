@@ -152,7 +152,8 @@ def load_settings(
 
 def _model_files(env: Mapping[str, str], model_path: Path) -> dict[str, Path]:
     """MODEL_FILES: a JSON object of model name -> file, relative to MODELS_DIR (default: the
-    directory of MODEL_PATH); MODEL_PATH must be one of them (the default model)."""
+    directory of MODEL_PATH; an absolute path stands for itself); MODEL_PATH must be one of them
+    (the default model)."""
     raw = env.get("MODEL_FILES", "").strip()
     if not raw:
         return {}
