@@ -122,11 +122,7 @@ def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str
                 _stream(url, args.max_tokens, single)
             runs = [_concurrent(url, args.streams, args.max_tokens) for _ in range(args.repeats)]
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            _stop(process)
     single_tps = sum(r.tokens for r in single) / sum(r.seconds for r in single)
     total = sum(r[0] for r in runs) / len(runs)
     per_stream = sum(r[1] for r in runs) / len(runs)
@@ -141,6 +137,14 @@ def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str
         "tokens_per_stream": single[0].tokens,
         "per_stream_realtime": per_stream >= REALTIME_TPS,
     }
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> float:
@@ -225,11 +229,7 @@ def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str
                      "--format=csv,noheader"], capture_output=True, text=True,
                     check=False).stdout.splitlines()
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            _stop(process)
     loads = [float(x) for x in re.findall(r"model model-[ab]: loaded in ([0-9.]+)s",
                                           log_path.read_text())]
     resident_ms = statistics.median(resident) * 1000

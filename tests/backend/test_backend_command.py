@@ -78,6 +78,15 @@ def _run(image: FinalStage, app_dir: Path, env: dict[str, str],
                                 stderr=subprocess.STDOUT)
 
 
+def _wait_for_line(process: subprocess.Popen[bytes], log: Path, line: str, timeout: float
+                   ) -> None:
+    """Wait until the launcher logs ``line``; fail with its log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while line not in log.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
 @dataclass
 class Backend:
     url: str
@@ -230,10 +239,7 @@ def test_a_staged_copy_is_deleted_once_the_model_is_loaded(
     process = _run(image, app_dir, env, log)
     url = f"http://127.0.0.1:{env['PORT']}"
     try:
-        deadline = time.monotonic() + 60
-        while "deleted the staged model" not in log.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        _wait_for_line(process, log, "deleted the staged model", 60)
         assert f"model read: copied to {shm / tiny_gguf_q8.name}" in log.read_text()
         assert http_status(f"{url}/health") == 200
         assert list(shm.iterdir()) == []
@@ -345,10 +351,7 @@ def test_several_models_are_served_by_the_router_one_resident_at_a_time(
     process = _run(image, app_dir, env, log)
     url = f"http://127.0.0.1:{env['PORT']}"
     try:
-        deadline = time.monotonic() + 120
-        while "step: default model orpheus loaded, ready" not in log.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        _wait_for_line(process, log, "step: default model orpheus loaded, ready", 120)
         assert list(shm.iterdir()) == []  # the staged copy is gone once loaded
 
         for model, offset in (("orpheus-fr", FR_OFFSET), ("orpheus", 0),
