@@ -109,8 +109,11 @@ def memory_row(budget: MemoryBudget) -> Result:
 
 def plan_models(settings: Settings, state: DeploymentState, backend: Any, frontend: Any
                 ) -> list[Result]:
-    """Rows for `plan`; raises ConfigError (with the numbers) when the models cannot fit."""
+    """Rows for `plan` (none before a model is uploaded); raises ConfigError (with the numbers)
+    when the models cannot fit."""
     models = manifest(settings, state)
+    if not models:
+        return []
     budget = memory_budget(settings, models)
     budget.check()
     return [*model_rows(models, deployed_models(backend, frontend, settings.names.mount_path)),
