@@ -1,6 +1,7 @@
 """Throughput of the backend launcher's engines, side by side in one run.
 
     .venv/bin/python -m bench.backend [--model X.gguf] [--engines llama-server,llama-cpp-python]
+    .venv/bin/python -m bench.backend --engines "" --model-switch [--switch-models A,B]
 
 For each engine: start ``python -m runtime.backend`` (the image's command) on the model, measure
 start-up to ready, then tokens/s of one stream and of 4 concurrent streams (total and per
@@ -8,6 +9,13 @@ stream). Without ``--model`` it serves the tiny Orpheus GGUF (generated here), o
 *ratios* between engines and between 1 and 4 streams mean anything: the model is tiny, so the
 numbers are dominated by per-token overheads rather than by weights. The last line of output is
 one JSON object. Real time for Orpheus audio needs 82.03 tokens/s per stream (design section 4).
+
+``--model-switch`` (several models, issue 14): the launcher with two models behind llama-server's
+router and room for one on the "GPU" (MODELS_MAX=1), requests alternating in pairs (a, a, b, b,
+...): the first of each pair must wait for its model to be loaded in place of the other, the
+second finds it resident. It reports time to first token for both, side by side, and the load
+times the launcher logged. Without ``--switch-models`` the two are tiny fixtures that speak
+different frames.
 """
 
 from __future__ import annotations
@@ -56,8 +64,9 @@ def _llama_server() -> str | None:
     return str(built) if built.is_file() else shutil.which("llama-server")
 
 
-def _stream(url: str, max_tokens: int, out: list[StreamResult]) -> None:
-    body = {"prompt": PROMPT, "max_tokens": max_tokens, "stream": True, **SAMPLING}
+def _stream(url: str, max_tokens: int, out: list[StreamResult], model: str | None = None) -> None:
+    body = {"prompt": PROMPT, "max_tokens": max_tokens, "stream": True, **SAMPLING,
+            **({"model": model} if model else {})}
     start = time.perf_counter()
     first = None
     tokens = 0
@@ -113,11 +122,7 @@ def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str
                 _stream(url, args.max_tokens, single)
             runs = [_concurrent(url, args.streams, args.max_tokens) for _ in range(args.repeats)]
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            _stop(process)
     single_tps = sum(r.tokens for r in single) / sum(r.seconds for r in single)
     total = sum(r[0] for r in runs) / len(runs)
     per_stream = sum(r[1] for r in runs) / len(runs)
@@ -132,6 +137,14 @@ def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str
         "tokens_per_stream": single[0].tokens,
         "per_stream_realtime": per_stream >= REALTIME_TPS,
     }
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> float:
@@ -170,6 +183,67 @@ def ready_time(model: Path, staging: str, args: argparse.Namespace) -> float:
                 staged.unlink(missing_ok=True)
 
 
+def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str, object]:
+    """Time to first token for a resident model vs one the router must load first."""
+    import re
+    import statistics
+
+    from runtime.backend.router import ModelState, model_states
+
+    port = _free_port()
+    names = ["model-a", "model-b"]
+    paths = [m.resolve() for m in models]
+    env = {**os.environ, "MODEL_PATH": str(paths[0]),
+           "MODEL_FILES": json.dumps({n: str(p) for n, p in zip(names, paths, strict=True)}),
+           "MODELS_MAX": "1", "PORT": str(port), "ORPHEUS_BACKEND_HOST": "127.0.0.1",
+           # The production slots (4 x 4096 by default): the GPU memory read below is then
+           # what one resident model takes in a deployment.
+           "N_PARALLEL": str(args.streams), "N_CTX": str(args.streams * args.slot_ctx),
+           "MODEL_STAGING": "never",
+           "N_GPU_LAYERS": str(args.n_gpu_layers), "LLAMA_SERVER_BIN": _llama_server() or ""}
+    if args.threads:
+        env["N_THREADS"] = str(args.threads)
+    url = f"http://127.0.0.1:{port}"
+    log_path = Path(tempfile.gettempdir()) / f"bench-switch-{port}.log"
+    resident: list[float] = []
+    switched: list[float] = []
+    memory: list[str] = []
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "runtime.backend"], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while (model_states(port) or {}).get(names[0]) != ModelState("loaded"):
+                if process.poll() is not None:
+                    raise RuntimeError(f"the backend exited; see {log_path}")
+                time.sleep(0.05)
+            _stream(url, args.switch_tokens, [], names[0])  # warm-up
+            for i in range(2 * args.repeats):
+                name = names[(i + 1) % 2]  # b, a, b, a...: each first request is a switch
+                for into in (switched, resident):
+                    out: list[StreamResult] = []
+                    _stream(url, args.switch_tokens, out, name)
+                    into.append(out[0].first_token_s)
+            if shutil.which("nvidia-smi"):  # what one resident model really takes on the GPU
+                memory = subprocess.run(
+                    ["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory",
+                     "--format=csv,noheader"], capture_output=True, text=True,
+                    check=False).stdout.splitlines()
+        finally:
+            _stop(process)
+    loads = [float(x) for x in re.findall(r"model model-[ab]: loaded in ([0-9.]+)s",
+                                          log_path.read_text())]
+    resident_ms = statistics.median(resident) * 1000
+    switched_ms = statistics.median(switched) * 1000
+    return {
+        "models": [m.name for m in models], "requests_each": len(resident),
+        "resident_ttft_ms_median": round(resident_ms, 1),
+        "switch_ttft_ms_median": round(switched_ms, 1),
+        "switch_vs_resident": round(switched_ms / resident_ms, 1),
+        "load_s_logged_median": round(statistics.median(loads), 2) if loads else None,
+        **({"gpu_memory_per_process": memory} if memory else {}),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="GGUF to serve (default: the tiny fixture)")
@@ -184,6 +258,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads per engine (0: each engine's default; on a small shared "
                         "CPU, 1 avoids threads spin-waiting on each other)")
+    parser.add_argument("--model-switch", action="store_true",
+                        help="also time the first token of a resident model vs one that must "
+                        "be loaded (two models, llama-server router, one resident)")
+    parser.add_argument("--switch-models", default="",
+                        help="the two GGUFs for --model-switch (default: two tiny fixtures)")
+    parser.add_argument("--switch-tokens", type=int, default=70,
+                        help="tokens per --model-switch request")
     parser.add_argument("--staging-compare", action="store_true",
                         help="also time start-up to ready loading in place vs copying to "
                         "/dev/shm first (llama-server)")
@@ -197,13 +278,25 @@ def main() -> int:
             model = write_orpheus_gguf(Path(tmp) / "orpheus-tiny-q8.gguf", quant="Q8_0",
                                        frames=args.frames)
         results: dict[str, object] = {}
-        for engine in args.engines.split(","):
+        for engine in filter(None, args.engines.split(",")):
             if engine == "llama-server" and not _llama_server():
                 results[engine] = {"skipped": "llama-server not found (.ci/build_llama.sh)"}
                 continue
             print(f"benchmarking {engine} on {model.name}...", file=sys.stderr, flush=True)
             results[engine] = bench_engine(engine, model, args)
             print(json.dumps({engine: results[engine]}), file=sys.stderr, flush=True)
+
+        switch: dict[str, object] = {}
+        if args.model_switch and _llama_server():
+            if args.switch_models:
+                pair = [Path(p) for p in args.switch_models.split(",")]
+            else:
+                from tests.fixtures.orpheus_gguf import write_orpheus_gguf
+
+                pair = [write_orpheus_gguf(Path(tmp) / f"switch-{o}.gguf", frames=args.frames,
+                                           code_offset=o) for o in (0, 1000)]
+            print("benchmarking a model switch...", file=sys.stderr, flush=True)
+            switch = bench_model_switch(pair, args)
 
         staging: dict[str, list[float]] = {}
         if args.staging_compare and _llama_server():
@@ -216,6 +309,8 @@ def main() -> int:
         "streams": args.streams, "threads": args.threads or "default",
         "realtime_tps": REALTIME_TPS, "engines": results,
     }
+    if switch:
+        summary["model_switch"] = switch
     if staging:
         summary["ready_s_by_staging"] = staging
         summary["ratios_staging"] = {"always_vs_never": round(

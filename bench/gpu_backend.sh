@@ -2,7 +2,10 @@
 # One prepared GPU run: llama-server with CUDA, built from the pinned llama.cpp (the tree vendored
 # in the llama-cpp-python 0.3.36 sdist), serving a 3B-shaped random Orpheus GGUF generated on the
 # machine, through the backend launcher; tokens/s for 1 and 4 concurrent streams (and 8, to show
-# where per-stream speed falls below real time), against the 82 tokens/s real-time line.
+# where per-stream speed falls below real time), against the 82 tokens/s real-time line; then
+# several models (issue 14): time to first token of a resident 3B model vs one the router must
+# load in place of the other, and the GPU memory one resident model takes (nvidia-smi), which is
+# what orpheus_deploy/gpu_memory.py's MODEL_OVERHEAD_GIB allowance should be checked against.
 #
 #   bash bench/gpu_backend.sh --prepare  # first, on the CPU machine (has the sdist, has PyPI)
 #   bash bench/gpu_backend.sh            # then from the repository root, on the GPU machine
@@ -13,7 +16,8 @@
 # Needs on the GPU machine: nvcc + cmake; python3 with numpy, httpx and gguf==0.19.0 (carry a
 # small venv or a wheel directory if the machine lacks them).
 # Writes everything under ${OUT:-./gpu-bench-out}; the last line of bench.json is the summary.
-# Budget: ~6 min CUDA build (16 cores, one architecture), ~1 min model generation, ~2 min bench.
+# Budget: ~6 min CUDA build (16 cores, one architecture), ~1 min model generation, ~2 min bench,
+# ~1 min model switch.
 set -euo pipefail
 
 VERSION=0.3.36
@@ -73,3 +77,8 @@ for quant in Q8_0 Q4_0; do
       | tail -1 | tee -a "$OUT/bench.json"
   done
 done
+
+# Several models: the two 3B files above, one resident at a time (MODELS_MAX=1), 4 slots x 4096.
+"$PY" -m bench.backend --engines "" --model-switch --repeats 3 --switch-tokens 200 \
+  --switch-models "$WORK/orpheus-3b-Q8_0.gguf,$WORK/orpheus-3b-Q4_0.gguf" 2>>"$OUT/bench.log" \
+  | tail -1 | tee -a "$OUT/bench.json"

@@ -163,6 +163,12 @@ class Settings:
     n_ctx: int = 16384
     n_gpu_layers: int = 999
     backend_timeout_s: int = 600
+    # Several models (languages, custom voices; orpheus_deploy/models.py): the most kept on the
+    # GPU at once; another one is loaded on demand in place of the least recently used. Three
+    # Q8_0 Orpheus 3B models with their KV caches fit an L4 (orpheus_deploy/gpu_memory.py).
+    models_max: int = 3
+    # GPU memory for the budget check, GiB; 0: known from gpu_type (nvidia-l4: 24).
+    gpu_memory_gib: float = 0.0
     # Frontend (CPU) service.
     frontend_cpu: str = "1"
     frontend_memory: str = "1Gi"
@@ -274,10 +280,11 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise bad("image_tag", "a docker tag is letters, digits, '_', '.', '-'")
     for key in ("gpu_count", "backend_max_instances", "backend_concurrency", "n_parallel",
                 "n_ctx", "backend_timeout_s", "frontend_max_instances", "frontend_concurrency",
-                "max_tokens", "api_timeout_s"):
+                "max_tokens", "api_timeout_s", "models_max"):
         if values[key] < 1:
             raise bad(key, "must be at least 1")
-    for key in ("backend_min_instances", "frontend_min_instances", "n_gpu_layers"):
+    for key in ("backend_min_instances", "frontend_min_instances", "n_gpu_layers",
+                "gpu_memory_gib"):
         if values[key] < 0:
             raise bad(key, "must not be negative")
     if values["backend_min_instances"] > values["backend_max_instances"]:

@@ -26,6 +26,8 @@ _SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("n_ctx", "total context across all slots"),
         ("n_gpu_layers", "999 offloads every layer"),
         ("backend_timeout_s", "request timeout, seconds"),
+        ("models_max", "most models (languages, custom voices) on the GPU at once"),
+        ("gpu_memory_gib", "GPU memory for the budget check, GiB (0: known from gpu_type)"),
     ]),
     ("Frontend: public API on CPU", [
         ("frontend_cpu", ""),

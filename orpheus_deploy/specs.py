@@ -11,12 +11,16 @@ the second deploy fail), ``traffic`` (the default sends 100% to the latest ready
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from orpheus_deploy.config import Settings
+from orpheus_deploy.models import DEFAULT_MODEL_NAME, backend_model_files_env, frontend_models_env
 
 if TYPE_CHECKING:  # pragma: no cover
     from google.cloud import run_v2
+
+    from orpheus_deploy.models import ModelEntry
 
 # Who made the service, visible in the console and used by `status`/`destroy` to recognise ours.
 MANAGED_BY_LABEL = ("managed-by", "orpheus-deploy")
@@ -91,8 +95,15 @@ def _template(settings: Settings, component: str, service_account: str, min_inst
     )
 
 
-def backend_service_spec(settings: Settings, image: str, model_object: str) -> run_v2.Service:
-    """The GPU inference service: internal-only, IAM-protected, scale 0..max, model mounted RO."""
+def backend_service_spec(settings: Settings, image: str, model_object: str,
+                         models: Sequence[ModelEntry] = ()) -> run_v2.Service:
+    """The GPU inference service: internal-only, IAM-protected, scale 0..max, model mounted RO.
+
+    ``models``: the manifest (orpheus_deploy/models.py), default first. With one model the
+    environment is exactly the single-model one (MODEL_PATH); with several, the launcher runs
+    llama-server's router over MODEL_FILES (names -> objects under MODELS_DIR), keeping at most
+    MODELS_MAX on the GPU, and loads MODEL_PATH (the default) at start-up.
+    """
     from google.cloud import run_v2
     from google.protobuf import duration_pb2
 
@@ -105,6 +116,16 @@ def backend_service_spec(settings: Settings, image: str, model_object: str) -> r
         "N_CTX": str(settings.n_ctx),
         "N_PARALLEL": str(settings.n_parallel),
     }
+    if len(models) > 1:
+        if models[0].object != model_object:
+            raise ValueError("the manifest's first model must be the default model_object")
+        env.update({
+            "MODELS_DIR": n.mount_path,
+            "MODEL_FILES": backend_model_files_env(models),
+            # Above the model count it changes nothing; rendering the effective value keeps a
+            # models_max edit from rolling a revision that would behave the same.
+            "MODELS_MAX": str(min(settings.models_max, len(models))),
+        })
     container = _container(
         "backend", image, n.backend_port, STARTUP_PROBE_FAILURES,
         env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()],
@@ -144,8 +165,12 @@ def backend_service_spec(settings: Settings, image: str, model_object: str) -> r
     )
 
 
-def frontend_service_spec(settings: Settings, image: str, backend_uri: str) -> run_v2.Service:
-    """The public CPU API: checks the API key, calls the backend with an ID token via the VPC."""
+def frontend_service_spec(settings: Settings, image: str, backend_uri: str,
+                          models: Sequence[ModelEntry] = ()) -> run_v2.Service:
+    """The public CPU API: checks the API key, calls the backend with an ID token via the VPC.
+
+    With several ``models``, ORPHEUS_MODELS tells it which voice belongs to which model.
+    """
     from google.cloud import run_v2
     from google.protobuf import duration_pb2
 
@@ -155,13 +180,15 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str) -> r
     env = {
         "ORPHEUS_API_URL": f"{backend_uri.rstrip('/')}/v1/completions",
         "ORPHEUS_BACKEND_AUTH": "google-id-token",
-        "ORPHEUS_MODEL_NAME": "orpheus",
+        "ORPHEUS_MODEL_NAME": DEFAULT_MODEL_NAME,
         "ORPHEUS_TEMPERATURE": _num(settings.temperature),
         "ORPHEUS_TOP_P": _num(settings.top_p),
         "ORPHEUS_REPETITION_PENALTY": _num(settings.repetition_penalty),
         "ORPHEUS_MAX_TOKENS": str(settings.max_tokens),
         "ORPHEUS_API_TIMEOUT": str(settings.api_timeout_s),
     }
+    if len(models) > 1:
+        env["ORPHEUS_MODELS"] = frontend_models_env(models)
     env_vars = [run_v2.EnvVar(name=k, value=v) for k, v in env.items()]
     # "latest" so that rotating the key is: add a secret version, then redeploy (or restart).
     env_vars.append(run_v2.EnvVar(

@@ -1,7 +1,8 @@
 """Deployment state that must survive between machines (a CI runner, a laptop).
 
 It lives in the cloud, as the JSON object ``_orpheus/state.json`` in the model bucket, so any
-machine with access to the project sees the same model object and image digests. Unknown keys
+machine with access to the project sees the same model manifest (orpheus_deploy/models.py) and
+image digests. Unknown keys
 written by newer versions are preserved on save.
 
 API::
@@ -31,6 +32,11 @@ class DeploymentState:
     model_object: str | None = None
     model_crc32c: str | None = None
     model_size: int | None = None
+    # The default model's GGUF dimensions (orpheus_deploy.gguf_meta.GgufDims), for the GPU
+    # memory budget; None when recorded by an older version.
+    model_dims: dict[str, Any] | None = None
+    # Further models (languages, custom voices): orpheus_deploy.models.ModelEntry.to_state().
+    models: list[dict[str, Any]] = field(default_factory=list)
     backend_image_digest: str | None = None
     frontend_image_digest: str | None = None
     updated_at: float | None = None
@@ -47,8 +53,10 @@ class DeploymentState:
         if not isinstance(data, dict):
             return cls()
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in data.items() if k in known},
-                   extra={k: v for k, v in data.items() if k not in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if not isinstance(values.get("models", []), list):
+            values["models"] = []  # hand-edited into something else: no extra models
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
 
 def load_state(cloud: Cloud, settings: Settings) -> DeploymentState:

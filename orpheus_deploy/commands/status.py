@@ -1,4 +1,5 @@
-"""`orpheus status`: every resource, the services' URLs and revisions, images, GPU, cost."""
+"""`orpheus status`: every resource, the services' URLs and revisions, images, GPU, cost, and
+the models with their voices, sizes, residency and the GPU memory budget."""
 
 from __future__ import annotations
 
@@ -48,3 +49,14 @@ def status(ctx: typer.Context) -> None:
                  f"{store['build_bucket_gib']:.2f} GiB, images {store['registry_gib']:.2f} GiB: "
                  f"about ${store['usd_per_month']:.2f}/month (cleanup keeps the 3 newest image "
                  "versions; build sources expire after 7 days).", markup=False)
+    if report.models:
+        models = Table(title="models (resident: as the frontend last saw the GPU)")
+        for column in ("model", "language", "voices", "object", "size", "resident"):
+            models.add_column(column)
+        for m in report.models:
+            size = f"{m['size'] / 1e9:.2f} GB" if m["size"] else "unknown"
+            name = f"{m['name']} (default)" if m["default"] else m["name"]
+            models.add_row(name, m["language"], ", ".join(m["voices"]), m["object"], size,
+                           m["resident"])
+        ui.out.print(models)
+    ui.out.print(f"GPU memory: {report.memory.get('summary', 'not checked')}", markup=False)

@@ -109,15 +109,28 @@ def _deploy_service(report: PhaseReport, service: CloudRunService, invokers: Any
 
 
 def backend_resources(settings: Settings, state: Any) -> tuple[BackendService, Any]:
+    from orpheus_deploy.models import manifest
     from orpheus_deploy.phases.build import image_ref
 
+    models = manifest(settings, state)
+    default = models[0].object if models else None
     return (BackendService(settings, image_ref(settings, "backend", state.backend_image_digest),
-                           state.model_object), backend_invokers(settings))
+                           default, models), backend_invokers(settings))
+
+
+def check_memory(settings: Settings, state: Any) -> None:
+    """Refuse a manifest whose resident models cannot fit on the GPU (before any change)."""
+    from orpheus_deploy.gpu_memory import memory_budget
+    from orpheus_deploy.models import manifest
+
+    memory_budget(settings, manifest(settings, state)).check()
 
 
 def deploy_backend(settings: Settings, cloud: Cloud, ui: UI | None = None) -> PhaseReport:
     cloud.ensure_credentials()
-    service, invokers = backend_resources(settings, _state(settings, cloud))
+    state = _state(settings, cloud)
+    check_memory(settings, state)
+    service, invokers = backend_resources(settings, state)
     report = PhaseReport("deploy-backend")
     uri = _deploy_service(report, service, invokers, cloud, ui)
     report.data["backend_url"] = uri
@@ -130,11 +143,13 @@ def frontend_resources(settings: Settings, state: Any, backend_uri: str | None
     """The subnet's Private Google Access, then the service. No invoker binding: the frontend is
     public through ``invoker_iam_disabled`` (specs.py), which domain-restricted sharing allows,
     where an ``allUsers`` binding is refused."""
+    from orpheus_deploy.models import manifest
     from orpheus_deploy.phases.build import image_ref
 
     return (SubnetPrivateAccess(settings),
             FrontendService(settings, image_ref(settings, "frontend",
-                                                state.frontend_image_digest), backend_uri))
+                                                state.frontend_image_digest), backend_uri,
+                            manifest(settings, state)))
 
 
 def deploy_frontend(settings: Settings, cloud: Cloud, ui: UI | None = None) -> PhaseReport:
@@ -200,6 +215,7 @@ def deploy_all(settings: Settings, cloud: Cloud, ui: UI, options: PipelineOption
         raise CloudError("No model has been uploaded yet, so the backend has nothing to load",
                          "pass --model PATH/TO/orpheus.gguf (or run `orpheus upload-model`)",
                          EXIT_USAGE, kind="not_ready")
+    check_memory(settings, _state(settings, cloud))  # before a build that would be for nothing
     ui.info("Building images (skipped when the sources are unchanged)…")
     outcome = build_phase.run_build(settings, cloud, force=options.force_build,
                                     on_log=None if ui.json_mode else ui.info)

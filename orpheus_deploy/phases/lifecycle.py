@@ -28,14 +28,23 @@ if TYPE_CHECKING:
 
 
 def plan(settings: Settings, cloud: Cloud, validate: bool = True) -> PhaseReport:
+    """Every resource's diff, then the models the services would serve differently and the GPU
+    memory budget; a manifest that cannot fit on the GPU is refused (ConfigError)."""
     from orpheus_deploy.phases.deploy import plan_services
+    from orpheus_deploy.phases.models import plan_models
     from orpheus_deploy.phases.setup import setup_resources
+    from orpheus_deploy.resources.cloudrun import FrontendService
+    from orpheus_deploy.state import load_state
 
     cloud.ensure_credentials()
+    models = plan_models(settings, load_state(cloud, settings),
+                         BackendService(settings).read_service(cloud),
+                         FrontendService(settings).read_service(cloud))
     report = PhaseReport("plan")
     for resource in setup_resources(settings):
         report.results.append(plan_resource(resource, cloud))
     report.results.extend(plan_services(settings, cloud, validate=validate))
+    report.results.extend(models)
     return report
 
 
@@ -48,6 +57,9 @@ class StatusReport:
     gpu: dict[str, Any] = field(default_factory=dict)
     cost_per_hour: dict[str, Any] = field(default_factory=dict)
     storage_per_month: dict[str, Any] = field(default_factory=dict)
+    # The manifest (phases/models.py): name, language, voices, object, size, resident.
+    models: list[dict[str, Any]] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)  # gpu_memory.MemoryBudget.as_dict()
 
     @property
     def existing(self) -> list[str]:
@@ -64,6 +76,7 @@ class StatusReport:
 def status(settings: Settings, cloud: Cloud) -> StatusReport:
     from orpheus_deploy.cost import backend_hourly_cost
     from orpheus_deploy.phases.deploy import backend_resources, frontend_resources
+    from orpheus_deploy.phases.models import models_status
     from orpheus_deploy.phases.setup import setup_resources
     from orpheus_deploy.state import load_state
 
@@ -104,6 +117,8 @@ def status(settings: Settings, cloud: Cloud) -> StatusReport:
                "max_instances": settings.backend_max_instances}
     out.cost_per_hour = backend_hourly_cost(settings).as_dict()
     out.storage_per_month = storage_cost(settings, cloud).as_dict()
+    frontend_uri = out.services.get(settings.names.frontend_service, {}).get("uri")
+    out.models, out.memory = models_status(settings, cloud, state, frontend_uri)
     return out
 
 

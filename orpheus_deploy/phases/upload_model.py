@@ -1,5 +1,9 @@
 """Phase `upload-model`: put the GGUF in the model bucket and record it in the cloud state.
 
+- Without ``--voices`` the file becomes the default (English) model; with ``--voices a,b
+  [--language fr]`` it is registered as a further model of the manifest (orpheus_deploy/
+  models.py): voice names unique across models, the GPU memory budget checked, all before upload.
+
 - The file must start with the GGUF magic; anything else is refused before any network call.
 - CRC32C end to end: computed locally, sent as the object's expected checksum (Cloud Storage
   rejects the upload if the bytes it received differ), and compared again on the result.
@@ -16,17 +20,35 @@ import dataclasses
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orpheus_deploy.errors import EXIT_FAILURE, EXIT_NOT_FOUND, CloudError, InputError
 from orpheus_deploy.gcp import Cloud
 from orpheus_deploy.gcp.errors import translated
+from orpheus_deploy.gpu_memory import memory_budget
+from orpheus_deploy.models import (
+    DEFAULT_LANGUAGE,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_PROMPT,
+    ModelEntry,
+    check_registration,
+    extra_entries,
+    manifest,
+    model_name_from_object,
+    validate_language,
+    validate_name,
+    validate_prompt,
+    validate_voices,
+    with_model,
+)
 from orpheus_deploy.resources.base import CREATE, UNCHANGED, UPDATE, PhaseReport, Result
 from orpheus_deploy.state import load_state, save_state
 
 if TYPE_CHECKING:
     from orpheus_deploy.config import Settings
+    from orpheus_deploy.gguf_meta import GgufDims
     from orpheus_deploy.ui import UI
 
 GGUF_MAGIC = b"GGUF"
@@ -117,14 +139,31 @@ class SessionStore:
         self.file.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What `upload-model --voices ...` asks for: a further model with its own voices."""
+
+    voices: str
+    language: str | None = None
+    model_name: str | None = None
+    prompt: str | None = None
+
+
 def run_upload(settings: Settings, ui: UI, path: Path, object_name: str | None = None,
-               cloud: Cloud | None = None) -> PhaseReport:
+               cloud: Cloud | None = None, register: Registration | None = None) -> PhaseReport:
+    """Upload ``path``; record it as the default model, or (``register``) as a further model
+    of the manifest (orpheus_deploy/models.py). Everything that can be refused is refused
+    before the first byte is sent."""
+    from orpheus_deploy.gguf_meta import read_dims
+
     check_gguf(path)  # before credentials or network: bad input changes nothing
     object_name = validate_object_name(object_name or path.name)
+    dims = read_dims(path)
+    size = path.stat().st_size
+    entry = _new_entry(register, object_name, size, dims) if register else None
     cloud = cloud or Cloud(settings)
     cloud.ensure_credentials()
     names = settings.names
-    size = path.stat().st_size
     with ui.spinner(f"computing CRC32C of {path.name}"):
         crc32c = file_crc32c(path)
     key = f"object/{names.bucket}/{object_name}"
@@ -139,6 +178,18 @@ def run_upload(settings: Settings, ui: UI, path: Path, object_name: str | None =
                              EXIT_NOT_FOUND, kind="not_found")
         existing = bucket.get_blob(object_name, retry=cloud.policy.storage_retry())
 
+    state = load_state(cloud, settings)
+    if entry is not None:
+        entry = dataclasses.replace(entry, crc32c=crc32c)
+        check_registration(entry, state, settings.model_object or state.model_object)
+        new_state = with_model(state, entry)
+    else:
+        new_state = dataclasses.replace(state, model_object=object_name, model_crc32c=crc32c,
+                                        model_size=size,
+                                        model_dims=dims.as_dict() if dims else None)
+    # The GPU must hold the new manifest: refused here rather than after a multi-GB upload.
+    memory_budget(settings, manifest(settings, new_state)).check()
+
     if existing is not None and existing.size == size and existing.crc32c == crc32c:
         report.results.append(Result(key, UNCHANGED,
                                      detail=f"{_human(size)}, crc32c {crc32c} already there"))
@@ -147,16 +198,30 @@ def run_upload(settings: Settings, ui: UI, path: Path, object_name: str | None =
         report.results.append(Result(key, UPDATE if existing is not None else CREATE,
                                      detail=f"{_human(size)}, crc32c {crc32c} verified"))
 
-    state = load_state(cloud, settings)
-    if (state.model_object, state.model_crc32c, state.model_size) != (object_name, crc32c, size):
-        save_state(cloud, settings, dataclasses.replace(
-            state, model_object=object_name, model_crc32c=crc32c, model_size=size))
-        report.results.append(Result(f"state/{names.state_object}", UPDATE,
-                                     detail=f"model_object = {object_name}"))
+    if entry is not None:
+        before = next((e for e in extra_entries(state) if e.name == entry.name), None)
+        action = CREATE if before is None else (UNCHANGED if before == entry else UPDATE)
+        report.results.append(Result(f"model/{entry.name}", action, detail=entry.describe()))
+    if new_state != state:
+        save_state(cloud, settings, new_state)
+        what = f"model {entry.name}" if entry is not None else f"model_object = {object_name}"
+        report.results.append(Result(f"state/{names.state_object}", UPDATE, detail=what))
     report.data.update({"bucket": names.bucket, "object": object_name, "size": size,
-                        "crc32c": crc32c})
+                        "crc32c": crc32c, "model": entry.name if entry else DEFAULT_MODEL_NAME})
     ui.report(report)
     return report
+
+
+def _new_entry(register: Registration, object_name: str, size: int,
+               dims: GgufDims | None) -> ModelEntry:
+    """The manifest entry, validated without any network call."""
+    return ModelEntry(
+        name=validate_name(register.model_name or model_name_from_object(object_name)),
+        object=object_name,
+        language=validate_language(register.language or DEFAULT_LANGUAGE),
+        voices=validate_voices(register.voices),
+        prompt=validate_prompt(register.prompt or DEFAULT_PROMPT),
+        size=size, dims=dims)
 
 
 def _upload(cloud: Cloud, ui: UI, path: Path, bucket_name: str, object_name: str, size: int,

@@ -21,10 +21,13 @@ from orpheus_deploy.resources.base import Change, Resource
 from orpheus_deploy.specs import backend_service_spec, frontend_service_spec
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from google.cloud import run_v2
 
     from orpheus_deploy.config import Settings
     from orpheus_deploy.gcp import Cloud
+    from orpheus_deploy.models import ModelEntry
 
 QUOTA_CONSOLE = "https://console.cloud.google.com/iam-admin/quotas?project={project}"
 # Cloud Run's GPU quota metrics (per project and region); zonal-redundancy-off has its own.
@@ -297,10 +300,11 @@ class BackendService(CloudRunService):
               "and project Owners/Editors)")
 
     def __init__(self, settings: Settings, image: str | None = None,
-                 model_object: str | None = None):
+                 model_object: str | None = None, models: Sequence[ModelEntry] = ()):
         super().__init__(settings)
         self.image = image
         self.model_object = model_object
+        self.models = tuple(models)  # the manifest, default first (orpheus_deploy/models.py)
 
     @property
     def name(self) -> str:
@@ -323,17 +327,19 @@ class BackendService(CloudRunService):
             raise CloudError(f"Cannot deploy {self.name}: {missing}",
                              "run `orpheus deploy --all --model PATH`, or the named command",
                              EXIT_USAGE, kind="not_ready")
-        return backend_service_spec(self.settings, self.image or "", self.model_object or "")
+        return backend_service_spec(self.settings, self.image or "", self.model_object or "",
+                                    self.models)
 
 
 class FrontendService(CloudRunService):
     access = "public: invoker IAM check disabled (invoker_iam_disabled); API key required"
 
     def __init__(self, settings: Settings, image: str | None = None,
-                 backend_uri: str | None = None):
+                 backend_uri: str | None = None, models: Sequence[ModelEntry] = ()):
         super().__init__(settings)
         self.image = image
         self.backend_uri = backend_uri
+        self.models = tuple(models)
 
     @property
     def name(self) -> str:
@@ -356,7 +362,8 @@ class FrontendService(CloudRunService):
             raise CloudError(f"Cannot deploy {self.name}: {missing}",
                              "run `orpheus deploy --all`, or the named command", EXIT_USAGE,
                              kind="not_ready")
-        return frontend_service_spec(self.settings, self.image or "", self.backend_uri or "")
+        return frontend_service_spec(self.settings, self.image or "", self.backend_uri or "",
+                                     self.models)
 
 
 def _translated(action: str, cloud: Cloud) -> Any:

@@ -5,6 +5,8 @@ N_PARALLEL (4), N_CTX (N_PARALLEL x 4096; raised if a slot would get less than M
 Also: ORPHEUS_ENGINE (llama-server | llama-cpp-python), LLAMA_SERVER_BIN (else PATH),
 ORPHEUS_BACKEND_HOST (0.0.0.0), MODEL_STAGING (auto | always | never), MODEL_STAGING_DIR
 (/dev/shm), MODEL_STAGING_THREADS (16), N_THREADS (CPU threads; default: the engine's).
+Several models: MODEL_FILES (JSON name -> file under MODELS_DIR, MODEL_PATH among them) and
+MODELS_MAX run llama-server as a router (runtime/backend/router.py).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import argparse
 import functools
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.backend.engines import EngineError, engine_command
 from runtime.backend.model_file import ModelError, filesystem_type, resolve_model
-from runtime.backend.settings import ENGINES, ConfigError, load_settings
+from runtime.backend.router import link_model, write_presets
+from runtime.backend.settings import ENGINES, BackendSettings, ConfigError, load_settings
 from runtime.backend.staging import parallel_copy, release, should_stage
 from runtime.backend.supervisor import StepClock, configure_logging, run_engine
 
@@ -47,39 +51,72 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         model = resolve_model(settings.model_path)
+        others = {name: resolve_model(path) for name, path in settings.model_files.items()
+                  if path != settings.model_path}
     except ModelError as exc:
         log.error("fatal: %s", exc)
         return EXIT_MODEL
     size = model.stat().st_size
     fstype = filesystem_type(model)
     clock.step(f"model visible: {model} ({size / 1e9:.2f} GB, {fstype or 'unknown'} filesystem)")
+    for name, path in others.items():
+        log.info("model %s: %s (%.2f GB), loaded on demand", name, path,
+                 path.stat().st_size / 1e9)
 
-    stage, why = should_stage(settings.staging, fstype, size, settings.staging_dir)
-    staged_copy: Path | None = None
-    if stage:
+    staged_copy = _stage(settings, model, fstype, size, clock)
+    with tempfile.TemporaryDirectory(prefix="orpheus-router-") as scratch:
+        presets: Path | None = None
+        # The staged copy is memory (/dev/shm) that the loaded server no longer reads.
+        on_ready = functools.partial(release, staged_copy) if staged_copy is not None else None
+        if settings.router:
+            links = {name: link_model(Path(scratch), name, path)
+                     for name, path in {settings.default_model: model, **others}.items()}
+            if staged_copy is not None:
+                link_model(Path(scratch), settings.default_model, staged_copy)
+                # Once loaded, a reload (after an eviction) reads the mount, not the copy.
+                on_ready = functools.partial(_back_to_mount, Path(scratch),
+                                             settings.default_model, model, staged_copy)
+            presets = write_presets(Path(scratch), links, settings.default_model)
         try:
-            staged = parallel_copy(model, settings.staging_dir, settings.staging_threads)
-        except OSError as exc:
-            log.warning("copying the model to %s failed (%s); loading it in place",
-                        settings.staging_dir, exc)
+            command = engine_command(settings, staged_copy or model, presets)
+        except EngineError as exc:
+            log.error("fatal: %s", exc)
+            return EXIT_ENGINE
+        if presets is not None:
+            log.info("engine %s: %d models (%s), at most %d loaded at once, default %s; "
+                     "%d parallel slots of %d tokens each, %d GPU layers, port %d",
+                     command.name, len(settings.model_files), ", ".join(settings.model_files),
+                     settings.models_max, settings.default_model, settings.n_parallel,
+                     settings.slot_ctx, settings.n_gpu_layers, settings.port)
         else:
-            model = staged_copy = staged.path
-            clock.step(f"model read: copied to {model} ({why}) at {staged.mb_per_s:.0f} MB/s "
-                       f"with {settings.staging_threads} threads")
-    else:
-        log.info("loading the model in place (%s)", why)
+            log.info("engine %s: %d parallel slots of %d tokens, %d GPU layers, port %d",
+                     command.name, settings.n_parallel if command.name == "llama-server" else 1,
+                     settings.slot_ctx, settings.n_gpu_layers, settings.port)
+        return run_engine(command, settings.port, clock, on_ready)
 
+
+def _stage(settings: BackendSettings, model: Path, fstype: str, size: int,
+           clock: StepClock) -> Path | None:
+    """Copy the (default) model to memory first when that is faster (runtime/backend/staging.py);
+    the copy's path, or None to load it in place."""
+    stage, why = should_stage(settings.staging, fstype, size, settings.staging_dir)
+    if not stage:
+        log.info("loading the model in place (%s)", why)
+        return None
     try:
-        command = engine_command(settings, model)
-    except EngineError as exc:
-        log.error("fatal: %s", exc)
-        return EXIT_ENGINE
-    log.info("engine %s: %d parallel slots of %d tokens, %d GPU layers, port %d",
-             command.name, settings.n_parallel if command.name == "llama-server" else 1,
-             settings.slot_ctx, settings.n_gpu_layers, settings.port)
-    # The staged copy is memory (/dev/shm) that the loaded server no longer reads.
-    on_ready = functools.partial(release, staged_copy) if staged_copy is not None else None
-    return run_engine(command, settings.port, clock, on_ready)
+        staged = parallel_copy(model, settings.staging_dir, settings.staging_threads)
+    except OSError as exc:
+        log.warning("copying the model to %s failed (%s); loading it in place",
+                    settings.staging_dir, exc)
+        return None
+    clock.step(f"model read: copied to {staged.path} ({why}) at {staged.mb_per_s:.0f} MB/s "
+               f"with {settings.staging_threads} threads")
+    return staged.path
+
+
+def _back_to_mount(scratch: Path, name: str, model: Path, staged_copy: Path) -> None:
+    link_model(scratch, name, model)
+    release(staged_copy)
 
 
 if __name__ == "__main__":

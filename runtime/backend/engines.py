@@ -25,7 +25,9 @@ class EngineError(Exception):
 class EngineCommand:
     name: str
     argv: list[str]
-    health_path: str  # 200 once the model is loaded
+    health_path: str  # 200 once the model is loaded (single model)
+    # Router mode: readiness is this model being loaded (the router's /health is 200 at once).
+    default_model: str | None = None
 
 
 def find_llama_server(configured: str | None) -> str:
@@ -63,11 +65,9 @@ def _no_mmap_flags(binary: str) -> list[str]:
     return []
 
 
-def llama_server_command(settings: BackendSettings, model: Path, binary: str) -> EngineCommand:
+def _server_flags(settings: BackendSettings, binary: str) -> list[str]:
+    """What every llama-server gets; the router passes the same to each model's child."""
     argv = [
-        binary,
-        "--model", str(model),
-        "--alias", model.stem,
         "--host", settings.host,
         "--port", str(settings.port),
         "--n-gpu-layers", str(settings.n_gpu_layers),
@@ -79,7 +79,22 @@ def llama_server_command(settings: BackendSettings, model: Path, binary: str) ->
     ]
     if settings.n_threads:
         argv += ["--threads", str(settings.n_threads)]
+    return argv
+
+
+def llama_server_command(settings: BackendSettings, model: Path, binary: str) -> EngineCommand:
+    argv = [binary, "--model", str(model), "--alias", model.stem,
+            *_server_flags(settings, binary)]
     return EngineCommand("llama-server", argv, "/health")
+
+
+def router_command(settings: BackendSettings, presets: Path, binary: str) -> EngineCommand:
+    """llama-server without a model: a router over the preset file's models
+    (runtime/backend/router.py)."""
+    argv = [binary, "--models-preset", str(presets), "--models-max", str(settings.models_max),
+            *_server_flags(settings, binary)]
+    return EngineCommand("llama-server router", argv, "/health",
+                         default_model=settings.default_model)
 
 
 def llama_cpp_python_command(settings: BackendSettings, model: Path) -> EngineCommand:
@@ -102,7 +117,12 @@ def llama_cpp_python_command(settings: BackendSettings, model: Path) -> EngineCo
     return EngineCommand("llama-cpp-python", argv, "/v1/models")
 
 
-def engine_command(settings: BackendSettings, model: Path) -> EngineCommand:
+def engine_command(settings: BackendSettings, model: Path,
+                   presets: Path | None = None) -> EngineCommand:
+    """The single-model server on ``model``, or (``presets``, several models) the router."""
     if settings.engine == "llama-cpp-python":
         return llama_cpp_python_command(settings, model)
-    return llama_server_command(settings, model, find_llama_server(settings.llama_server_bin))
+    binary = find_llama_server(settings.llama_server_bin)
+    if presets is not None:
+        return router_command(settings, presets, binary)
+    return llama_server_command(settings, model, binary)

@@ -1,13 +1,19 @@
 """The backend's settings, all from the environment (design section 3), validated up front.
 
+Several models (issue 14): MODEL_FILES (JSON name -> file under MODELS_DIR) and MODELS_MAX turn on
+llama-server's router mode; MODEL_PATH stays the default model, loaded at start-up. Without them
+the launcher runs one llama-server on MODEL_PATH exactly as before.
+
 Stdlib only: the backend image carries no Python packages besides the launcher itself.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ENGINES = ("llama-server", "llama-cpp-python")
@@ -21,6 +27,8 @@ DEFAULT_MIN_SLOT_CTX = 2560
 DEFAULT_SLOT_CTX = 4096
 # More layers than any Orpheus model has: llama.cpp clamps it, i.e. "offload everything".
 ALL_LAYERS = 999
+# Model names become llama-server router preset sections and the completions' `model` field.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 class ConfigError(Exception):
@@ -41,11 +49,28 @@ class BackendSettings:
     staging_dir: Path = Path("/dev/shm")
     staging_threads: int = 16
     n_threads: int | None = None  # CPU threads; None: the engine's default
+    # Several models (MODEL_FILES): name -> file, the default (MODEL_PATH) among them; empty for
+    # the single-model deployment. At most ``models_max`` are loaded at once.
+    model_files: dict[str, Path] = field(default_factory=dict)
+    models_max: int = 1
 
     @property
     def slot_ctx(self) -> int:
         """Context of one parallel slot: llama-server splits ``n_ctx`` evenly between slots."""
         return self.n_ctx // self.n_parallel
+
+    @property
+    def router(self) -> bool:
+        """Several models: llama-server runs as a router (runtime/backend/router.py)."""
+        return len(self.model_files) > 1
+
+    @property
+    def default_model(self) -> str:
+        """The name of MODEL_PATH's model in ``model_files`` (loaded at start-up)."""
+        for name, path in self.model_files.items():
+            if path == self.model_path:
+                return name
+        return self.model_path.stem
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
@@ -115,4 +140,38 @@ def load_settings(
     )
     if settings.port > 65535:
         raise ConfigError(f"PORT={settings.port} is not a TCP port")
+    files = _model_files(env, settings.model_path)
+    if len(files) > 1:
+        if settings.engine != "llama-server":
+            raise ConfigError(f"MODEL_FILES names {len(files)} models; serving several needs "
+                              "the llama-server engine (its router mode), not llama-cpp-python")
+        settings = replace(settings, model_files=files,
+                           models_max=_int(env, "MODELS_MAX", len(files), 1))
     return settings, notes
+
+
+def _model_files(env: Mapping[str, str], model_path: Path) -> dict[str, Path]:
+    """MODEL_FILES: a JSON object of model name -> file, relative to MODELS_DIR (default: the
+    directory of MODEL_PATH; an absolute path stands for itself); MODEL_PATH must be one of them
+    (the default model)."""
+    raw = env.get("MODEL_FILES", "").strip()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not data or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()):
+        raise ConfigError('MODEL_FILES must be a JSON object of model name -> .gguf file, e.g. '
+                          '{"orpheus": "en.gguf", "orpheus-fr": "fr.gguf"}')
+    bad = [k for k in data if not _MODEL_NAME.match(k)]
+    if bad:
+        raise ConfigError(f"MODEL_FILES: invalid model name(s) {', '.join(map(repr, bad))}: use "
+                          "letters, digits, '.', '_' or '-'")
+    directory = Path(env.get("MODELS_DIR", "").strip() or model_path.parent)
+    files = {name: directory / rel for name, rel in data.items()}
+    if model_path not in files.values():
+        raise ConfigError(f"MODEL_PATH={model_path} is not one of MODEL_FILES (under "
+                          f"{directory}): the default model must be served too")
+    return files

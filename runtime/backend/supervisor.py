@@ -21,6 +21,7 @@ from types import FrameType
 
 from runtime.backend.engines import EngineCommand
 from runtime.backend.processes import death_signal, http_status
+from runtime.backend.router import RouterWatch
 
 log = logging.getLogger("orpheus.backend")
 
@@ -65,7 +66,8 @@ def run_engine(command: EngineCommand, port: int, clock: StepClock,
                on_ready: Callable[[], None] | None = None) -> int:
     """Run the engine until it exits; return the launcher's exit code.
 
-    ``on_ready`` runs once, in the readiness thread, when the engine first reports ready.
+    ``on_ready`` runs once, in the readiness thread, when the engine first reports ready (for
+    the router: when its default model is loaded).
     """
     log.info("starting %s: %s", command.name, " ".join(command.argv))
     child = subprocess.Popen(command.argv, start_new_session=True,
@@ -81,10 +83,16 @@ def run_engine(command: EngineCommand, port: int, clock: StepClock,
             child.send_signal(signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    watcher = threading.Thread(
-        target=_watch_readiness, name="readiness", daemon=True,
-        args=(f"http://127.0.0.1:{port}{command.health_path}", clock, child, stop, on_ready),
-    )
+    if command.default_model is not None:
+        router = RouterWatch(port, command.default_model, clock.step, on_ready)
+        watcher = threading.Thread(target=router.run, name="router-watch", daemon=True,
+                                   args=(child, stop))
+    else:
+        watcher = threading.Thread(
+            target=_watch_readiness, name="readiness", daemon=True,
+            args=(f"http://127.0.0.1:{port}{command.health_path}", clock, child, stop,
+                  on_ready),
+        )
     watcher.start()
     try:
         while True:

@@ -44,9 +44,17 @@ def validate_voice(voice: str, extra_voices: Iterable[str] = ()) -> str:
     return name
 
 
-def build_text_prompt(text: str, voice: str) -> str:
-    """The community GGUF prompt; emotion tags such as `<laugh>` pass through untouched."""
-    return f"<|audio|>{voice}: {text}<|eot_id|>"
+# How Orpheus fine-tunes read a request; a model trained without a speaker prefix uses "{text}".
+DEFAULT_PROMPT_TEMPLATE = "{voice}: {text}"
+
+
+def build_text_prompt(text: str, voice: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
+    """The community GGUF prompt; emotion tags such as `<laugh>` pass through untouched.
+
+    ``template`` is the model's own format (its ``{voice}`` and ``{text}`` are filled in; the
+    text is inserted last, so braces in it are never read as fields).
+    """
+    return f"<|audio|>{template.replace('{voice}', voice).replace('{text}', text)}<|eot_id|>"
 
 
 def build_token_prompt(text: str, voice: str, tokenize: Callable[[str], list[int]]) -> list[int]:

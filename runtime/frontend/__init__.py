@@ -27,6 +27,10 @@ Environment (design section 3 names first; the rest are optional tuning)
     ORPHEUS_MAX_INPUT_CHARS         longest accepted input                              4096
     ORPHEUS_SEGMENT_CHARS           long input is generated in pieces of at most this   240
     ORPHEUS_EXTRA_VOICES            comma-separated voices of a fine-tuned model        (none)
+    ORPHEUS_MODELS                  several models: JSON list of {name, language,       (one model)
+                                    voices, prompt, default}; the voice picks the model
+                                    (catalog.py), whose name is sent to the backend's
+                                    llama-server router
     ORPHEUS_DEFAULT_FORMAT          response_format when the request has none; mp3 as   mp3
                                     in OpenAI's API (wav, pcm, mp3, opus, flac, aac)
     ORPHEUS_DECODE_WORKERS          threads for decoding/encoding (shared by requests)  CPUs

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
@@ -110,9 +111,10 @@ class GenerationParams:
     top_p: float
     repetition_penalty: float
 
-    def payload(self, prompt: str) -> dict[str, Any]:
+    def payload(self, prompt: str, model: str | None = None) -> dict[str, Any]:
         return {
-            "model": self.model,
+            # llama-server's router serves each request with the model named here.
+            "model": model or self.model,
             "prompt": prompt,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -151,7 +153,8 @@ class BackendClient:
         return headers
 
     async def _open(self, prompt: str, deadline: float,
-                    on_retry: Callable[[str | None], None] | None = None) -> httpx.Response:
+                    on_retry: Callable[[str | None], None] | None = None,
+                    model: str | None = None) -> httpx.Response:
         """Send the request, retrying cold-start answers until `deadline` (loop time).
 
         ``on_retry`` hears why the backend is being retried (and None once it answers), so that
@@ -180,7 +183,7 @@ class BackendClient:
             request = self._http.build_request(
                 "POST",
                 self.url,
-                json=self.params.payload(prompt),
+                json=self.params.payload(prompt, model),
                 headers=await self._headers(),
                 timeout=timeout,
             )
@@ -242,13 +245,14 @@ class BackendClient:
 
     async def stream_text(self, prompt: str, deadline: float,
                           on_retry: Callable[[str | None], None] | None = None,
-                          ) -> AsyncGenerator[str, None]:
-        """Yield the generated text pieces as the backend streams them.
+                          model: str | None = None) -> AsyncGenerator[str, None]:
+        """Yield the generated text pieces as the backend streams them (``model``: the one to
+        ask a router for; default: ``params.model``).
 
         Closing the generator (a client that went away, a deadline) closes the HTTP response, which
         drops the connection, which makes llama.cpp stop generating for that slot.
         """
-        response = await self._open(prompt, deadline, on_retry)
+        response = await self._open(prompt, deadline, on_retry, model)
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # Some servers ignore `stream`; accept one JSON completion rather than fail.
@@ -305,6 +309,24 @@ class BackendClient:
             raise BackendError(f"the backend connection broke mid-stream ({exc})") from exc
         finally:
             await response.aclose()
+
+
+    async def model_states(self, timeout: float = 2.0) -> dict[str, str] | None:
+        """Each model's status as llama-server's router reports it (``GET /v1/models``:
+        loaded, loading, unloaded, ...), or None when the backend does not say (never raises:
+        callers only log it)."""
+        url = urljoin(self.url, "models")
+        try:
+            response = await self._http.get(url, headers=await self._headers(), timeout=timeout)
+            data = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, BackendUnavailable):
+            return None
+        states: dict[str, str] = {}
+        for card in data.get("data", []) if isinstance(data, dict) else []:
+            status = card.get("status") if isinstance(card, dict) else None
+            if isinstance(status, dict) and isinstance(status.get("value"), str):
+                states[str(card.get("id"))] = status["value"]
+        return states
 
 
 def _choice_text(event: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from runtime.codec.protocol import EMOTION_TAGS, VOICES
+from runtime.codec.protocol import EMOTION_TAGS
 from runtime.frontend.audio_response import AudioStreamResponse
 from runtime.frontend.auth import require_api_key
 from runtime.frontend.schemas import (
@@ -13,6 +13,7 @@ from runtime.frontend.schemas import (
     ModelCard,
     ModelList,
     SpeechRequest,
+    VoiceInfo,
     VoiceList,
 )
 from runtime.frontend.speech import SpeechService, SpeechStats
@@ -73,14 +74,23 @@ async def create_speech(body: SpeechRequest, request: Request) -> AudioStreamRes
 
 @v1.get("/audio/voices", response_model=VoiceList)
 async def list_voices(request: Request) -> VoiceList:
-    settings = request.app.state.settings
-    voices = list(VOICES) + [v for v in settings.voices_extra if v not in VOICES]
-    return VoiceList(voices=voices, default="tara", emotion_tags=list(EMOTION_TAGS))
+    catalog = _service(request).catalog
+    details = [VoiceInfo(id=v, language=m.language, model=m.name)
+               for m in catalog.models for v in m.voices]
+    default = catalog.default.voices[0]
+    return VoiceList(voices=[d.id for d in details], default=default,
+                     emotion_tags=list(EMOTION_TAGS), details=details)
 
 
 @v1.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[ModelCard(id=request.app.state.settings.model_name)])
+    service = _service(request)
+    if service.catalog.routed:
+        await service.model_status.refresh_if_up()
+    return ModelList(data=[
+        ModelCard(id=m.name, language=m.language, voices=list(m.voices), default=m.default,
+                  status=service.model_status.status(m.name))
+        for m in service.catalog.models])
 
 
 router.include_router(v1)

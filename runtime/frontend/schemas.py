@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ErrorResponse", "ModelCard", "ModelList", "SpeechRequest", "VoiceList", "VoiceRef"]
+__all__ = [
+    "ErrorResponse",
+    "ModelCard",
+    "ModelList",
+    "SpeechRequest",
+    "VoiceInfo",
+    "VoiceList",
+    "VoiceRef",
+]
 
 # OpenAI allows 0.25..4.0; PyAV's atempo chain covers the same range.
 MIN_SPEED = 0.25
@@ -43,10 +51,19 @@ class SpeechRequest(BaseModel):
     instructions: str | None = Field(None, description="Not supported by Orpheus; must be empty.")
 
 
+class VoiceInfo(BaseModel):
+    id: str
+    language: str = Field(description="Language code of the model that speaks it, e.g. en, fr.")
+    model: str = Field(description="The model (GET /v1/models) that speaks it.")
+
+
 class VoiceList(BaseModel):
-    voices: list[str]
+    voices: list[str] = Field(description="Every voice, the default model's first.")
     default: str
     emotion_tags: list[str]
+    details: list[VoiceInfo] = Field(
+        default_factory=list, description="Each voice with its language and model."
+    )
 
 
 class ModelCard(BaseModel):
@@ -54,6 +71,14 @@ class ModelCard(BaseModel):
     object: str = "model"
     created: int = 0
     owned_by: str = "orpheus"
+    language: str | None = None
+    voices: list[str] = Field(default_factory=list, description="The voices it speaks.")
+    default: bool = False
+    status: str = Field(
+        "unknown",
+        description="On the GPU as this frontend last saw the backend: loaded, loading, "
+        "unloaded, or unknown.",
+    )
 
 
 class ModelList(BaseModel):

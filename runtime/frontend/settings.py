@@ -10,10 +10,18 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.codec.encoders import SUPPORTED_FORMATS
+from runtime.frontend.catalog import CatalogError, ModelCatalog
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
@@ -60,6 +68,8 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(4096, ge=1, validation_alias=_env("ORPHEUS_MAX_INPUT_CHARS"))
     segment_chars: int = Field(240, ge=20, validation_alias=_env("ORPHEUS_SEGMENT_CHARS"))
     extra_voices: str = Field("", validation_alias=_env("ORPHEUS_EXTRA_VOICES"))
+    # Several models (runtime/frontend/catalog.py): the voice -> model map, as JSON.
+    models_json: str = Field("", validation_alias=_env("ORPHEUS_MODELS"))
     default_format: str = Field("mp3", validation_alias=_env("ORPHEUS_DEFAULT_FORMAT"))
     # None: one per usable CPU (see decode_pool.py for why not more).
     decode_workers: int | None = Field(
@@ -112,6 +122,18 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http(s) URL such as https://host/v1/completions")
         return value
 
+    @model_validator(mode="after")
+    def _catalog_is_servable(self) -> Settings:
+        try:
+            self.catalog()
+        except CatalogError as exc:
+            raise ValueError(f"ORPHEUS_MODELS: {exc}") from None
+        return self
+
+    def catalog(self) -> ModelCatalog:
+        """The models and which voice each speaks (one model unless ORPHEUS_MODELS is set)."""
+        return ModelCatalog.build(self.models_json, self.model_name, self.voices_extra)
+
     @property
     def api_keys(self) -> tuple[tuple[str, bytes], ...]:
         """The accepted keys with their names, as bytes for hmac.compare_digest (several during a
@@ -152,6 +174,8 @@ def load_settings(**overrides: object) -> Settings:
                 env = str(field.validation_alias.choices[0])
             if err["type"] == "missing":
                 lines.append(f"{env} is not set")
+            elif not err["loc"]:  # a check across fields (ORPHEUS_MODELS): it names its own
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
             else:
                 # Never echo the input: for API_KEY_SECRET it would be the key itself.
                 lines.append(f"{env}: {err['msg']}")

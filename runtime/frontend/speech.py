@@ -25,15 +25,17 @@ from typing import Any, TypeVar
 import numpy as np
 
 from runtime.codec.encoders import SUPPORTED_FORMATS, open_encoder
-from runtime.codec.prompt import UnknownVoiceError, build_text_prompt, validate_voice
+from runtime.codec.prompt import DEFAULT_PROMPT_TEMPLATE, UnknownVoiceError, build_text_prompt
 from runtime.codec.protocol import SAMPLE_RATE, Frame
 from runtime.codec.snac_onnx import SnacOnnxDecoder
 from runtime.codec.streaming import StreamingDecoder
 from runtime.codec.text_split import SegmentJoiner, split_text
 from runtime.codec.tokens import TokenStreamParser
 from runtime.frontend.backend_client import BackendClient
+from runtime.frontend.catalog import ModelCatalog
 from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY, DecodePool
 from runtime.frontend.errors import APIError, BackendError, BackendTimeout, BackendUnavailable
+from runtime.frontend.model_status import LoadWatch, ModelStatus
 from runtime.frontend.schemas import SpeechRequest
 from runtime.frontend.settings import Settings
 from runtime.frontend.tempo import TempoFilter
@@ -58,6 +60,8 @@ class SpeechJob:
     speed: float
     stream: bool
     chars: int
+    model: str = ""  # the catalog model that speaks `voice` (runtime/frontend/catalog.py)
+    prompt: str = DEFAULT_PROMPT_TEMPLATE  # that model's prompt format
 
 
 @dataclass
@@ -65,6 +69,7 @@ class SpeechStats:
     """What the access log reports about one response."""
 
     voice: str = ""
+    model: str = ""
     fmt: str = ""
     chars: int = 0
     segments: int = 0
@@ -74,10 +79,14 @@ class SpeechStats:
     dropped_tokens: int = 0
     outcome: str = "pending"  # complete | failed | aborted | cancelled
     error: str | None = None
+    # Set when the backend's router had to load the model for this request (model_status.py).
+    model_was: str | None = None  # its status when the request went out: unloaded | loading
+    model_load_ms: float | None = None  # until the first token: the load, then the token
 
     def fields(self) -> dict[str, Any]:
         return {
             "voice": self.voice,
+            "model": self.model,
             "format": self.fmt,
             "input_chars": self.chars,
             "segments": self.segments,
@@ -87,6 +96,8 @@ class SpeechStats:
             "dropped_tokens": self.dropped_tokens,
             "outcome": self.outcome,
             **({"error": self.error} if self.error else {}),
+            **({"model_was": self.model_was, "model_load_ms": self.model_load_ms}
+               if self.model_load_ms is not None else {}),
         }
 
 
@@ -238,16 +249,23 @@ class SpeechStream:
     async def _generate(self, making: asyncio.Future[_AudioPipeline]) -> None:
         service, job, stats = self._service, self._job, self.stats
         pipeline: _AudioPipeline | None = None
+        routed = service.catalog.routed
+        # Several models: the router may have to load this one first (said in the access log).
+        load = LoadWatch(service.model_status, job.model, stats) if routed else None
         for index, segment in enumerate(job.segments):
             deadline = (
                 self._deadline if index == 0 else self._loop.time() + (service.settings.api_timeout)
             )
             parser = TokenStreamParser()
             started = False
-            prompt = build_text_prompt(segment, job.voice)
-            stream = service.backend.stream_text(prompt, deadline, self._on_retry)
+            prompt = build_text_prompt(segment, job.voice, job.prompt)
+            stream = service.backend.stream_text(prompt, deadline, self._on_retry,
+                                                 model=job.model if routed else None)
             async with contextlib.aclosing(stream) as texts:
                 async for text in texts:
+                    if load is not None:
+                        load.first_token()
+                        load = None
                     frames = parser.feed(text)
                     if frames:
                         if pipeline is None:
@@ -267,6 +285,8 @@ class SpeechStream:
             if started:
                 assert pipeline is not None
                 await self._put(await service.call(self._priority(), pipeline.end_segment))
+        if routed:
+            service.model_status.served(job.model)
         if stats.frames == 0 or pipeline is None:
             # Never a 200 with empty audio: a backend that answers without audio tokens is broken
             # (wrong model, wrong prompt format) and the client must hear about it.
@@ -289,10 +309,16 @@ class SpeechService:
     decoder: SnacOnnxDecoder
     pool: DecodePool
     formats: tuple[str, ...] = SUPPORTED_FORMATS
+    catalog: ModelCatalog = field(init=False)
+    model_status: ModelStatus = field(init=False)
     _models: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._models = frozenset({self.settings.model_name.lower(), *MODEL_ALIASES})
+        self.catalog = self.settings.catalog()
+        self.model_status = ModelStatus(self.backend)
+        # OpenAI's names and the default model's mean "whichever model speaks the voice".
+        self._models = frozenset({self.settings.model_name.lower(), *MODEL_ALIASES,
+                                  self.catalog.default.name.lower()})
 
     async def call(self, priority: int, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work in the decode pool, keeping the request id for its log lines."""
@@ -303,10 +329,12 @@ class SpeechService:
     def prepare(self, request: SpeechRequest) -> SpeechJob:
         """Check a request against the deployment's limits; a 400 APIError names the field."""
         settings = self.settings
-        if request.model.lower() not in self._models:
+        named = self.catalog.model(request.model)
+        if request.model.lower() not in self._models and named is None:
+            names = ", ".join(repr(m.name) for m in self.catalog.models)
             raise APIError(
                 400,
-                f"unknown model {request.model!r}; use {settings.model_name!r} (GET /v1/models)",
+                f"unknown model {request.model!r}; use {names} (GET /v1/models)",
                 param="model",
                 code="model_not_found",
             )
@@ -322,9 +350,17 @@ class SpeechService:
             )
         name = request.voice if isinstance(request.voice, str) else request.voice.id
         try:
-            voice = validate_voice(name, settings.voices_extra)
+            model, voice = self.catalog.resolve_voice(name)
         except UnknownVoiceError as exc:
             raise APIError(400, str(exc), param="voice", code="invalid_voice") from None
+        if named is not None and named is not model and request.model.lower() not in self._models:
+            raise APIError(
+                400,
+                f"voice {voice!r} is spoken by model {model.name!r}, not {named.name!r}; omit "
+                "'model' or use 'orpheus' to let the voice choose",
+                param="voice",
+                code="invalid_voice",
+            )
         fmt = (request.response_format or settings.default_format).lower()
         if fmt not in self.formats:
             raise APIError(
@@ -356,9 +392,12 @@ class SpeechService:
             speed=float(request.speed),
             stream=request.stream,
             chars=len(text),
+            model=model.name,
+            prompt=model.prompt,
         )
 
     def start(self, job: SpeechJob, stats: SpeechStats | None = None) -> SpeechStream:
         stats = stats or SpeechStats()
         stats.voice, stats.fmt, stats.chars = job.voice, job.fmt, job.chars
+        stats.model = job.model
         return SpeechStream(self, job, stats)

@@ -78,6 +78,15 @@ def _run(image: FinalStage, app_dir: Path, env: dict[str, str],
                                 stderr=subprocess.STDOUT)
 
 
+def _wait_for_line(process: subprocess.Popen[bytes], log: Path, line: str, timeout: float
+                   ) -> None:
+    """Wait until the launcher logs ``line``; fail with its log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while line not in log.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
 @dataclass
 class Backend:
     url: str
@@ -230,10 +239,7 @@ def test_a_staged_copy_is_deleted_once_the_model_is_loaded(
     process = _run(image, app_dir, env, log)
     url = f"http://127.0.0.1:{env['PORT']}"
     try:
-        deadline = time.monotonic() + 60
-        while "deleted the staged model" not in log.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        _wait_for_line(process, log, "deleted the staged model", 60)
         assert f"model read: copied to {shm / tiny_gguf_q8.name}" in log.read_text()
         assert http_status(f"{url}/health") == 200
         assert list(shm.iterdir()) == []
@@ -312,3 +318,106 @@ def test_a_missing_llama_server_is_a_clear_fatal_error(
     assert result.returncode != 0
     expected = f"LLAMA_SERVER_BIN={tmp_path / 'llama-server'} is not an executable file"
     assert expected in result.stderr
+
+
+# -- several models: llama-server's router (runtime/backend/router.py) --------------------------
+FR_OFFSET = 1000  # the second model speaks other frames, so each answer names its model
+
+
+def _complete(url: str, model: str) -> httpx.Response:
+    body = {"model": model, "prompt": PROMPT, "max_tokens": 400, **SAMPLING}
+    return httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+
+
+def test_several_models_are_served_by_the_router_one_resident_at_a_time(
+    image: FinalStage, app_dir: Path, llama_server_bin: Path,
+    tiny_gguf_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The manifest's environment (MODEL_FILES, MODELS_MAX=1): each name reaches its own model;
+    the default is loaded before ready from a staged copy that is then deleted, and reloaded
+    from the mount after another model took its place."""
+    models = tmp_path / "models"  # the bucket mount
+    (models / "lang").mkdir(parents=True)
+    shutil.copy(tiny_gguf_factory("Q8_0"), models / "en.gguf")
+    shutil.copy(tiny_gguf_factory("Q8_0", code_offset=FR_OFFSET), models / "lang" / "fr.gguf")
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    env = _cloud_run_env(
+        image, tmp_path, MODEL_PATH=str(models / "en.gguf"), MODELS_DIR=str(models),
+        MODEL_FILES=json.dumps({"orpheus": "en.gguf", "orpheus-fr": "lang/fr.gguf"}),
+        MODELS_MAX="1", LLAMA_SERVER_BIN=str(llama_server_bin), MODEL_STAGING="always",
+        MODEL_STAGING_DIR=str(shm))
+    log = tmp_path / "log"
+    process = _run(image, app_dir, env, log)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    try:
+        _wait_for_line(process, log, "step: default model orpheus loaded, ready", 120)
+        assert list(shm.iterdir()) == []  # the staged copy is gone once loaded
+
+        for model, offset in (("orpheus-fr", FR_OFFSET), ("orpheus", 0),
+                              ("orpheus-fr", FR_OFFSET)):
+            answer = _complete(url, model)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["text"] == "".join(
+                audio_token_texts(code_offset=offset)), model
+        states = {m["id"]: m["status"]["value"] for m in httpx.get(f"{url}/models").json()["data"]}
+        assert states == {"orpheus": "unloaded", "orpheus-fr": "loaded"}  # MODELS_MAX=1
+
+        unknown = _complete(url, "orpheus-de")
+        assert unknown.status_code == 400 and "not found" in unknown.text
+        text = log.read_text()
+        assert "model orpheus-fr: loaded in" in text and "model orpheus: unloaded" in text
+
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert len([c for c in children if Path(c.exe()).name == "llama-server"]) == 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        for child in children:  # the router stopped its model's server too
+            with pytest.raises(psutil.NoSuchProcess):
+                psutil.Process(child.pid).status()
+    finally:
+        stop(process, signal.SIGKILL)
+
+
+def test_a_default_model_that_fails_to_load_stops_the_container(
+    image: FinalStage, app_dir: Path, llama_server_bin: Path,
+    tiny_gguf_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    # The router itself stays up when a model fails; the instance must not look healthy then.
+    models = tmp_path / "models"
+    models.mkdir()
+    broken = models / "en.gguf"
+    broken.write_bytes(tiny_gguf_factory("Q8_0").read_bytes()[:1_000_000])  # truncated
+    shutil.copy(tiny_gguf_factory("Q8_0", code_offset=FR_OFFSET), models / "fr.gguf")
+    env = _cloud_run_env(
+        image, tmp_path, MODEL_PATH=str(broken),
+        MODEL_FILES=json.dumps({"orpheus": "en.gguf", "orpheus-fr": "fr.gguf"}),
+        LLAMA_SERVER_BIN=str(llama_server_bin))
+    result = subprocess.run(image.cmd, cwd=app_dir, env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode != 0
+    assert "fatal: the default model orpheus failed to load; stopping" in result.stderr
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ('["en.gguf"]', "MODEL_FILES must be a JSON object"),
+    ('{"orpheus": "en.gguf", "a b": "fr.gguf"}', "invalid model name(s) 'a b'"),
+    ('{"orpheus-fr": "fr.gguf", "orpheus-de": "de.gguf"}', "is not one of MODEL_FILES"),
+])
+def test_a_bad_model_list_is_a_clear_fatal_error(files: str, message: str, image: FinalStage,
+                                                  app_dir: Path, tmp_path: Path) -> None:
+    env = _cloud_run_env(image, tmp_path, MODEL_PATH=str(tmp_path / "en.gguf"),
+                         MODEL_FILES=files, LLAMA_SERVER_BIN="/nonexistent/llama-server")
+    result = subprocess.run(image.cmd, cwd=app_dir, env=env, capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_several_models_need_llama_server() -> None:
+    from runtime.backend.settings import ConfigError, load_settings
+
+    env = {"MODEL_PATH": "/m/en.gguf", "MODEL_FILES": '{"a": "en.gguf", "b": "fr.gguf"}'}
+    with pytest.raises(ConfigError, match="needs the llama-server engine"):
+        load_settings(env, engine="llama-cpp-python")
+    one, _ = load_settings({**env, "MODEL_FILES": '{"a": "en.gguf"}'})
+    assert not one.router and one.model_files == {}  # one model: the single-model server

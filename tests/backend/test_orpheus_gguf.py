@@ -128,3 +128,29 @@ def test_the_chain_wins_by_a_wide_margin_for_any_length(frames: int) -> None:
     top2 = np.sort(logits, axis=1)[:, -2:]
     assert list(logits.argmax(axis=1)) == expected
     assert (top2[:, 1] - top2[:, 0]).min() >= 20
+
+
+@settings(max_examples=8, deadline=None)
+@given(offset=st.integers(min_value=1, max_value=CODEBOOK_SIZE - 1),
+       frames=st.integers(min_value=1, max_value=40))
+def test_an_offset_model_speaks_other_valid_frames(offset: int, frames: int) -> None:
+    """Several models in one test deployment: each speaks its own frames, all valid audio."""
+    ids = audio_token_ids(frames, offset)
+    assert ids[-1] == END_OF_SPEECH_ID and len(set(ids)) == len(ids)
+    base = audio_codes(frames)
+    for f, frame in enumerate(audio_codes(frames, offset)):
+        assert all(0 <= c < CODEBOOK_SIZE for c in frame)
+        assert frame != base[f]  # every frame differs from the unshifted model's
+    embd, out = chain_weights(frames, SHAPES["tiny"].n_embd, offset)
+    h = embd[ids] / np.sqrt((embd[ids] ** 2).mean(axis=1, keepdims=True) + 1e-5)
+    assert list((h @ out.T).argmax(axis=1)) == [*ids[1:], EOT_ID]
+
+
+def test_llama_cpp_speaks_the_offset_chain(tiny_gguf_factory: Callable[..., Path]) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    worker = LlamaWorker(tiny_gguf_factory("Q8_0", code_offset=1000))
+    try:
+        out = worker.call("complete", prompt=PROMPTS[0], max_tokens=200, seed=7, **SAMPLED)
+    finally:
+        worker.close()
+    assert out["choices"][0]["text"] == "".join(audio_token_texts(code_offset=1000))

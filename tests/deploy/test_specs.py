@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from google.cloud import run_v2
 
@@ -150,3 +152,46 @@ def test_specs_are_pure(settings: Settings) -> None:
     a = backend_service_spec(settings, BACKEND_IMAGE, "m.gguf")
     b = backend_service_spec(settings, BACKEND_IMAGE, "m.gguf")
     assert run_v2.Service.serialize(a) == run_v2.Service.serialize(b)
+
+
+def _two_models():  # -> list[ModelEntry]
+    from orpheus_deploy.gguf_meta import ORPHEUS_3B
+    from orpheus_deploy.models import ModelEntry
+
+    return [ModelEntry(name="orpheus", object="Orpheus-3b-FT-Q4_K_M.gguf", default=True,
+                       size=2_000_000_000, dims=ORPHEUS_3B),
+            ModelEntry(name="orpheus-fr", object="lang/fr.gguf", language="fr",
+                       voices=("pierre", "amélie"), prompt="{text}", size=2_000_000_000)]
+
+
+def test_one_model_renders_the_single_model_environment(settings: Settings) -> None:
+    [default, _] = _two_models()
+    backend = backend_service_spec(settings, BACKEND_IMAGE, default.object, [default])
+    frontend = frontend_service_spec(settings, FRONTEND_IMAGE, BACKEND_URI, [default])
+    assert backend == backend_service_spec(settings, BACKEND_IMAGE, default.object)
+    assert frontend == frontend_service_spec(settings, FRONTEND_IMAGE, BACKEND_URI)
+
+
+def test_several_models_are_understood_by_both_apps(settings: Settings, tmp_path,
+                                                    tiny_snac_onnx) -> None:
+    """The specs' MODEL_FILES / ORPHEUS_MODELS are exactly what the launcher and the frontend
+    parse: the CLI and the apps agree on names, files, voices and prompts."""
+    from runtime.backend.settings import load_settings as backend_settings
+    from runtime.frontend.settings import load_settings as frontend_settings
+
+    models = _two_models()
+    backend = env_of(backend_service_spec(settings.replace(models_max=5), BACKEND_IMAGE,
+                                          models[0].object, models).template.containers[0])
+    assert backend["MODELS_DIR"] == "/models" and backend["MODELS_MAX"] == "2"
+    launcher, _ = backend_settings(backend)
+    assert launcher.router and launcher.default_model == "orpheus"
+    assert launcher.model_files == {"orpheus": Path("/models/Orpheus-3b-FT-Q4_K_M.gguf"),
+                                    "orpheus-fr": Path("/models/lang/fr.gguf")}
+
+    frontend = env_of(frontend_service_spec(settings, FRONTEND_IMAGE, BACKEND_URI,
+                                            models).template.containers[0])
+    catalog = frontend_settings(**frontend, API_KEY_SECRET="k",
+                                SNAC_MODEL_PATH=str(tiny_snac_onnx)).catalog()
+    assert catalog.routed and [m.name for m in catalog.models] == ["orpheus", "orpheus-fr"]
+    assert catalog.resolve_voice("Amélie")[0].prompt == "{text}"
+    assert catalog.resolve_voice("tara")[0].name == "orpheus"

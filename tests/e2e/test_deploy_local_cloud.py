@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.e2e.local_cloud import LocalCloud
 from tests.fixtures.orpheus_gguf import DEFAULT_FRAMES
-from tests.frontend.audio import SAMPLES_PER_FRAME, wav_samples
+from tests.frontend.audio import SAMPLES_PER_FRAME, model_pcm, wav_samples
 
 pytestmark = pytest.mark.llama_server
 
@@ -98,3 +99,40 @@ def test_setup_upload_build_deploy_test_redeploy_destroy(local_cloud: LocalCloud
         httpx.get(f"{frontend.uri}/health", timeout=5)
     # The model and the key are kept (destroy keeps the bucket unless --delete-model).
     assert lc.model_object(tiny_gguf_q8.name) is not None
+
+
+def test_two_models_deployed_each_voice_spoken_by_its_own(local_cloud: LocalCloud,
+                                                          tiny_gguf_factory: Any,
+                                                          tiny_snac_decoder: Any) -> None:
+    """Issue 14: a second language registered with its voices; one deploy serves both through
+    llama-server's router, and each voice is spoken by its own model."""
+    lc = local_cloud
+    french = tiny_gguf_factory("Q8_0", code_offset=1000)
+    ok(lc.cli("--json", "setup"))
+    ok(lc.cli("--json", "upload-model", str(tiny_gguf_factory("Q8_0"))))
+    ok(lc.cli("--json", "upload-model", str(french), "--name", "fr.gguf",
+              "--voices", "pierre,amelie,marie", "--language", "fr"))
+    deployed = ok(lc.cli("--json", "deploy", "--all"))
+    assert deployed["smoke_test"]["ok"] is True
+    backend = lc.runner.instance("orpheus-backend") if lc.runner else None
+    assert backend is not None and "MODEL_FILES" in backend.container.env
+
+    import openai
+
+    frontend = lc.service("orpheus-frontend")
+    client = openai.OpenAI(base_url=f"{frontend.uri}/v1", api_key=lc.api_key, max_retries=0)
+    voices = client.get("/audio/voices", cast_to=object)
+    assert {d["id"]: d["model"] for d in voices["details"]}["pierre"] == "fr"
+    for voice, offset in (("pierre", 1000), ("tara", 0)):
+        with client.audio.speech.with_streaming_response.create(
+                model="orpheus", voice=voice, input="Bonjour.", response_format="pcm") as resp:
+            audio = np.frombuffer(resp.read(), dtype="<i2")
+        expected = model_pcm(tiny_snac_decoder, DEFAULT_FRAMES, offset)
+        assert audio.size == expected.size and np.abs(audio - expected.astype(int)).max() <= 2
+    log = backend.log.read_text()
+    assert "step: default model orpheus loaded, ready" in log and "model fr: loaded in" in log
+
+    # `status` learns from the frontend what the GPU holds now (both fit: models_max 3).
+    status = ok(lc.cli("--json", "status"))
+    assert {m["name"]: m["resident"] for m in status["models"]} == {"orpheus": "loaded",
+                                                                     "fr": "loaded"}

@@ -1,10 +1,12 @@
-"""Reading what the frontend returns, for assertions (no frontend code involved)."""
+"""Reading what the frontend returns, for assertions (no frontend code involved; the expected
+audio of a fixture model is decoded with the codec itself)."""
 
 from __future__ import annotations
 
 import io
 import struct
 import wave
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,19 @@ def wav_samples(data: bytes, *, streaming: bool) -> np.ndarray:
 def pcm_samples(data: bytes) -> np.ndarray:
     assert len(data) % 2 == 0
     return np.frombuffer(data, dtype="<i2")
+
+
+def model_pcm(decoder: Any, frames: int, code_offset: int = 0) -> np.ndarray:
+    """What the tiny fixture model with ``code_offset`` says (tests/fixtures/orpheus_gguf.py),
+    decoded whole with ``decoder`` (a SnacOnnxDecoder): the frontend's streamed PCM must match
+    it to an int16 step, and differs completely from another offset's."""
+    from runtime.codec.streaming import to_int16
+    from runtime.codec.tokens import TokenStreamParser
+    from tests.fixtures.orpheus_gguf import audio_token_texts
+
+    parser = TokenStreamParser()
+    codes = "".join(audio_token_texts(frames, code_offset))
+    return to_int16(decoder.decode(parser.feed(codes) + parser.finish()))
 
 
 def decoded_seconds(data: bytes) -> float:
