@@ -166,11 +166,19 @@ def test_slots_have_room_for_a_prompt_and_max_tokens(backend: Backend) -> None:
     assert {slot["n_ctx"] for slot in slots} == {SLOT_CTX}
 
 
-def test_two_requests_are_decoded_in_parallel_slots(backend: Backend) -> None:
+def _two_overlapping_streams(url: str) -> tuple[list[list[tuple[float, str]]],
+                                                list[dict[str, object]], float]:
+    """Two streams, the second sent once the first has streamed a token; and when it was sent."""
     events: list[list[tuple[float, str]]] = [[], []]
     results: list[dict[str, object]] = [{}, {}]
-    first = threading.Thread(target=_stream, args=(backend.url, events[0], results[0]))
-    second = threading.Thread(target=_stream, args=(backend.url, events[1], results[1]))
+    sent: list[float] = []
+
+    def send_second() -> None:
+        sent.append(time.monotonic())
+        _stream(url, events[1], results[1])
+
+    first = threading.Thread(target=_stream, args=(url, events[0], results[0]))
+    second = threading.Thread(target=send_second)
     first.start()
     deadline = time.monotonic() + 30
     while not events[0] and time.monotonic() < deadline:
@@ -178,9 +186,22 @@ def test_two_requests_are_decoded_in_parallel_slots(backend: Backend) -> None:
     second.start()  # the first is mid-stream now
     first.join(60)
     second.join(60)
-    for stream, result in zip(events, results, strict=True):
-        assert result == {"status": 200, "finish_reason": "stop"}
-        assert [text for _, text in stream] == audio_token_texts(FRAMES)
+    return events, results, sent[0]
+
+
+def test_two_requests_are_decoded_in_parallel_slots(backend: Backend) -> None:
+    # On a loaded machine the second request can leave after the first has already finished,
+    # which proves nothing either way: such a round is repeated (a one-request-at-a-time server
+    # fails every round in which the second request was sent while the first was streaming).
+    for _ in range(5):
+        events, results, second_sent = _two_overlapping_streams(backend.url)
+        for stream, result in zip(events, results, strict=True):
+            assert result == {"status": 200, "finish_reason": "stop"}
+            assert [text for _, text in stream] == audio_token_texts(FRAMES)
+        if second_sent < events[0][-1][0]:
+            break
+    else:
+        pytest.skip("the second request never left before the first one ended (machine too busy)")
     a_start, a_end = events[0][0][0], events[0][-1][0]
     b_start, b_end = events[1][0][0], events[1][-1][0]
     # Both stream before either ends: a one-request-at-a-time server would start b after a ends.
