@@ -22,6 +22,9 @@ From a ``run_v2.Service`` to a running process:
 - ``ORPHEUS_BACKEND_HOST``/``ORPHEUS_HOST`` = 127.0.0.1: the apps' own settings for the listen
   address, so that nothing listens beyond loopback.
 
+- logs: stdout and stderr go through the logging agent (``logagent.py``) to the fake Cloud
+  Logging, one entry per line, and to the instance's log file.
+
 An ``Instance`` is one such process (its own process group, dies with the test process), ready
 when the spec's startup probe answers 200.
 """
@@ -40,6 +43,7 @@ import tarfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +51,10 @@ from typing import Any
 import psutil
 
 from tests.fakecloud.idtokens import IdTokenIssuer
+from tests.fakecloud.logagent import Revision, start_process
 from tests.fakecloud.run import RevisionFailed
 from tests.fixtures.dockerfile import FinalStage, final_stage, lay_out
-from tests.fixtures.plugin_llama import free_port, http_status, spawn
+from tests.fixtures.plugin_llama import free_port, http_status
 
 # Roles that let an account read a bucket's objects / a secret's payload (predefined roles only).
 BUCKET_READERS = {"roles/storage.objectViewer", "roles/storage.objectAdmin", "roles/storage.admin",
@@ -69,13 +74,16 @@ class Container:
     probe_path: str | None  # HTTP startup probe path; None: TCP probe on the port
     log_dir: Path
     starts: int = 0
+    # Where the logging agent sends each line the instance writes (the fake Cloud Logging).
+    log_sink: Callable[[Any], None] | None = None
 
     def start(self) -> Instance:
         self.starts += 1
         port = free_port()
         env = {**self.env, "PORT": str(port)}
         log = self.log_dir / f"{self.revision}-{self.starts}.log"
-        process = spawn(self.argv, log, env=env, cwd=self.cwd, start_new_session=True)
+        process = start_process(self.argv, log, Revision.of(self.service, self.revision),
+                                self.log_sink, env=env, cwd=self.cwd)
         return Instance(self, process, port, log)
 
 
@@ -278,7 +286,9 @@ class ContainerFactory:
         log_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "home").mkdir(exist_ok=True)
         (log_dir / f"{revision}.cmd").write_text(shlex.join(argv) + "\n")
-        return Container(service.name, revision, argv, workdir, env, probe, log_dir)
+        logging = self.cloud.services.get("logging")
+        return Container(service.name, revision, argv, workdir, env, probe, log_dir,
+                         log_sink=logging.ingest if logging is not None else None)
 
     def _local_path(self, value: str, mounts: dict[str, Path]) -> str:
         if value in self.artifacts:
