@@ -25,6 +25,7 @@ REQUIRED_APIS: tuple[str, ...] = (
     "storage.googleapis.com",
     "compute.googleapis.com",
     "iam.googleapis.com",
+    "logging.googleapis.com",  # `orpheus logs`; Cloud Run writes the services' logs there
 )
 
 

@@ -13,7 +13,8 @@ FRONTEND_SA = f"orpheus-frontend@{PROJECT}.iam.gserviceaccount.com"
 API_KEY = "given-key-0123456789-abcdefXYZ"
 REQUIRED_APIS = {"run.googleapis.com", "artifactregistry.googleapis.com",
                  "cloudbuild.googleapis.com", "secretmanager.googleapis.com",
-                 "storage.googleapis.com", "compute.googleapis.com", "iam.googleapis.com"}
+                 "storage.googleapis.com", "compute.googleapis.com", "iam.googleapis.com",
+                 "logging.googleapis.com"}
 
 
 @pytest.fixture
