@@ -13,7 +13,17 @@ from typing import Annotated
 import typer
 
 from orpheus_deploy import commands
-from orpheus_deploy.commands import build, deploy, destroy, local, logs, plan, status, test
+from orpheus_deploy.commands import (
+    build,
+    deploy,
+    destroy,
+    keys,
+    local,
+    logs,
+    plan,
+    status,
+    test,
+)
 from orpheus_deploy.commands import config as config_cmd
 from orpheus_deploy.commands import init as init_cmd
 from orpheus_deploy.commands import setup as setup_cmd
@@ -74,6 +84,7 @@ app.command("status")(status.status)
 app.command("destroy")(destroy.destroy)
 app.command("logs")(logs.logs)
 app.add_typer(local.app, name="local")
+app.add_typer(keys.app, name="keys")
 
 __all__ = ["app", "commands", "main"]
 
