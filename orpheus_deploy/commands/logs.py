@@ -33,14 +33,17 @@ def logs(
     limit: Annotated[int, typer.Option(
         "--limit", help="At most this many of the newest entries (before following).")] = 500,
 ) -> None:
-    """Show the services' logs (Cloud Logging); --json prints one raw entry per line."""
+    """Show the services' logs from Cloud Logging, oldest first, times in UTC.
+
+    --json prints one raw entry (Cloud Logging's JSON) per line.
+    """
     from orpheus_deploy.gcp import Cloud
     from orpheus_deploy.phases import logs as phase
 
     ui = ui_for(ctx)
     settings = settings_for(ctx)
     query = phase.make_query(settings, service.strip().lower(), since, severity, request_id,
-                             revision)
+                             revision, limit)
     cloud = Cloud(settings)
     cloud.ensure_credentials()
     settings.require_project()
@@ -52,7 +55,7 @@ def logs(
         tail = phase.Tail(settings, cloud, query, on_suppressed=lambda reason, count: ui.warn(
             f"Cloud Logging left out {count} entries ({reason})")).open()
     try:
-        for entry in phase.read_entries(settings, cloud, query, limit):
+        for entry in phase.read_entries(settings, cloud, query):
             seen.add(entry)
             _show(ui, entry)
         if tail is None:

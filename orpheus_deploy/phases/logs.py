@@ -53,6 +53,7 @@ class LogQuery:
     severity: str | None = None
     request_id: str | None = None
     revision: str | None = None
+    limit: int = 500  # the newest entries read before following
 
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
@@ -74,8 +75,10 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 
 
 def make_query(settings: Settings, component: str, since: str, severity: str | None,
-               request_id: str | None, revision: str | None) -> LogQuery:
+               request_id: str | None, revision: str | None, limit: int = 500) -> LogQuery:
     """Validate the options; bad input is an InputError before any call is made."""
+    if limit < 1:
+        raise InputError("--limit must be at least 1")
     names = settings.names
     by_component = {"backend": names.backend_service, "frontend": names.frontend_service}
     if component == "all":
@@ -98,7 +101,7 @@ def make_query(settings: Settings, component: str, since: str, severity: str | N
     if revision is not None and not _REVISION.match(revision):
         raise InputError(f"{revision!r} is not a Cloud Run revision name",
                          "see `orpheus status` for the serving revision")
-    return LogQuery(services, parse_since(since), level, request_id, revision)
+    return LogQuery(services, parse_since(since), level, request_id, revision, limit)
 
 
 def build_filter(query: LogQuery) -> str:
@@ -125,8 +128,7 @@ def _explain(err: CloudError, settings: Settings) -> CloudError:
                           f"run `orpheus setup` (it enables {LOGGING_API}), or enable it in the "
                           "console", err.exit_code, kind=err.kind)
     if err.kind == "permission":
-        return CloudError(f"Cannot read logs: {err.message.removeprefix('Cannot read logs: ')}",
-                          f"grant your account {VIEWER_ROLE} (Logs Viewer){where}",
+        return CloudError(err.message, f"grant your account {VIEWER_ROLE} (Logs Viewer){where}",
                           err.exit_code, kind=err.kind)
     return err
 
@@ -153,17 +155,15 @@ class _Reading:
         return False
 
 
-def read_entries(settings: Settings, cloud: Cloud, query: LogQuery, limit: int) -> list[Any]:
-    """The newest ``limit`` matching entries, oldest first."""
-    if limit < 1:
-        raise InputError("--limit must be at least 1")
+def read_entries(settings: Settings, cloud: Cloud, query: LogQuery) -> list[Any]:
+    """The newest ``query.limit`` matching entries, oldest first."""
     request = {"resource_names": [f"projects/{cloud.project}"], "filter": build_filter(query),
-               "order_by": "timestamp desc", "page_size": min(limit, 1000)}
+               "order_by": "timestamp desc", "page_size": min(query.limit, 1000)}
     entries: list[Any] = []
     with _Reading(settings):
         for entry in cloud.logging().list_log_entries(request=request, retry=cloud.retry):
             entries.append(entry)
-            if len(entries) >= limit:
+            if len(entries) >= query.limit:
                 break
     entries.reverse()
     return entries

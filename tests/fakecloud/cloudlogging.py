@@ -14,6 +14,9 @@ entries/list and .../entries/tail) and the quotas page (cloud.google.com/logging
   ``buffer_window`` (default 2 s, at most 60 s) so late entries can be put in order, and at
   most 10 sessions may be open per project ("Number of open live-tailing sessions").
 
+Not modelled: Cloud Run's own request log (``run.googleapis.com/requests``, one entry per request
+with ``httpRequest``) and system log (``varlog/system``); WriteLogEntries; log buckets and views.
+
 Test helpers: ``ingest(entry)`` (what the agent calls), ``entries()``, ``open_sessions``.
 """
 
