@@ -20,6 +20,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,26 +134,16 @@ def _explain(err: CloudError, settings: Settings) -> CloudError:
     return err
 
 
-class _Reading:
+@contextmanager
+def _reading(settings: Settings) -> Iterator[None]:
     """Library errors leave as CloudErrors with the logging-specific hints."""
+    from orpheus_deploy.gcp.errors import translated
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None:
-            return False
-        from orpheus_deploy.gcp.errors import _is_library_error, map_error
-
-        if isinstance(exc, CloudError):
-            raise _explain(exc, self.settings) from exc
-        if _is_library_error(exc):
-            raise _explain(map_error(exc, "read logs", self.settings.project),
-                           self.settings) from exc
-        return False
+    try:
+        with translated("read logs", settings.project):
+            yield
+    except CloudError as err:
+        raise _explain(err, settings) from err
 
 
 def read_entries(settings: Settings, cloud: Cloud, query: LogQuery) -> list[Any]:
@@ -160,7 +151,7 @@ def read_entries(settings: Settings, cloud: Cloud, query: LogQuery) -> list[Any]
     request = {"resource_names": [f"projects/{cloud.project}"], "filter": build_filter(query),
                "order_by": "timestamp desc", "page_size": min(query.limit, 1000)}
     entries: list[Any] = []
-    with _Reading(settings):
+    with _reading(settings):
         for entry in cloud.logging().list_log_entries(request=request, retry=cloud.retry):
             entries.append(entry)
             if len(entries) >= query.limit:
@@ -225,7 +216,7 @@ class Tail:
 
     def open(self) -> Tail:
         self._session = threading.Event()
-        with _Reading(self.settings):
+        with _reading(self.settings):
             stub = self.cloud.logging().transport.tail_log_entries
             self._call = stub(self._requests(self._session))
         return self
@@ -256,7 +247,7 @@ class Tail:
                 if self._closed.is_set() or exc.code() == grpc.StatusCode.CANCELLED:
                     return
                 if exc.code() not in transient:
-                    with _Reading(self.settings):
+                    with _reading(self.settings):
                         raise exceptions.from_grpc_error(exc) from exc
             self._session.set()
             self._call = None  # ended or dropped by the server: open a new session
