@@ -13,7 +13,18 @@ from typing import Annotated
 import typer
 
 from orpheus_deploy import commands
-from orpheus_deploy.commands import build, deploy, destroy, doctor, local, plan, status, test
+from orpheus_deploy.commands import (
+    build,
+    deploy,
+    destroy,
+    doctor,
+    keys,
+    local,
+    logs,
+    plan,
+    status,
+    test,
+)
 from orpheus_deploy.commands import config as config_cmd
 from orpheus_deploy.commands import init as init_cmd
 from orpheus_deploy.commands import setup as setup_cmd
@@ -74,7 +85,9 @@ app.command("test")(test.test)
 app.command("plan")(plan.plan)
 app.command("status")(status.status)
 app.command("destroy")(destroy.destroy)
+app.command("logs")(logs.logs)
 app.add_typer(local.app, name="local")
+app.add_typer(keys.app, name="keys")
 
 __all__ = ["app", "commands", "main"]
 

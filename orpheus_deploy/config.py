@@ -95,6 +95,10 @@ class Names:
 
     volume: str = "model-storage"
     mount_path: str = MODEL_MOUNT_PATH
+    # The API-key secret, mounted into the frontend as a file that follows its latest version.
+    key_volume: str = "api-keys"
+    key_mount_path: str = "/secrets/orpheus"
+    key_file: str = "api-keys.json"
     backend_port: int = BACKEND_PORT
     frontend_port: int = FRONTEND_PORT
     state_object: str = STATE_OBJECT
@@ -177,6 +181,9 @@ class Settings:
     # Decoding costs ~0.3 s of CPU per second of audio (bench.frontend), so one vCPU holds about
     # three real-time streams; Cloud Run adds instances beyond that instead of slowing everyone.
     frontend_concurrency: int = 3
+    # How stale the frontend's copy of the API keys may get: a key created or revoked with
+    # `orpheus keys` is in force on every running instance within this many seconds.
+    api_key_refresh_s: float = 30.0
     # Network path from the frontend to the internal backend (Direct VPC egress).
     network: str = "default"
     subnet: str = "default"
@@ -291,6 +298,8 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise bad("backend_min_instances", "must not exceed backend_max_instances")
     if values["frontend_min_instances"] > values["frontend_max_instances"]:
         raise bad("frontend_min_instances", "must not exceed frontend_max_instances")
+    if not 0 < values["api_key_refresh_s"] <= 3600:
+        raise bad("api_key_refresh_s", "use a number of seconds between 0 and 3600")
     if values["gpu_count"] != 1:
         raise bad("gpu_count", "Cloud Run allows exactly one GPU per instance")
 

@@ -35,6 +35,7 @@ _SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("frontend_min_instances", ""),
         ("frontend_max_instances", ""),
         ("frontend_concurrency", ""),
+        ("api_key_refresh_s", "a key made or revoked with `orpheus keys` works within this"),
         ("network", "VPC for Direct VPC egress to the internal backend"),
         ("subnet", "subnet (Private Google Access is turned on by deploy)"),
     ]),

@@ -189,18 +189,17 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str,
     }
     if len(models) > 1:
         env["ORPHEUS_MODELS"] = frontend_models_env(models)
-    env_vars = [run_v2.EnvVar(name=k, value=v) for k, v in env.items()]
-    # "latest" so that rotating the key is: add a secret version, then redeploy (or restart).
-    env_vars.append(run_v2.EnvVar(
-        name="API_KEY_SECRET",
-        value_source=run_v2.EnvVarSource(secret_key_ref=run_v2.SecretKeySelector(
-            # The bare name is the documented form for a secret in the service's own project
-            # (a full resource path is for another project's secret).
-            secret=n.secret, version="latest")),
-    ))
+    # The API keys come from a secret *volume* that follows the secret's latest version, not an
+    # environment variable: Cloud Run resolves a secret variable once, when an instance starts,
+    # while "reading a volume always fetches the secret value from Secret Manager"
+    # (cloud.google.com/run/docs/configuring/services/secrets). The frontend re-reads the file
+    # every api_key_refresh_s, so `orpheus keys create/revoke` needs no redeploy.
+    env["API_KEY_FILE"] = f"{n.key_mount_path}/{n.key_file}"
+    env["ORPHEUS_API_KEY_REFRESH_S"] = _num(settings.api_key_refresh_s)
     container = _container(
         "frontend", image, n.frontend_port, FRONTEND_PROBE_FAILURES, FRONTEND_PROBE_PATH,
-        env=env_vars,
+        env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()],
+        volume_mounts=[run_v2.VolumeMount(name=n.key_volume, mount_path=n.key_mount_path)],
         resources=run_v2.ResourceRequirements(
             limits={"cpu": settings.frontend_cpu, "memory": settings.frontend_memory},
             # Request-based CPU (the cheap default): audio is decoded while the response streams,
@@ -225,6 +224,14 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str,
                 network=settings.network, subnetwork=settings.subnet)],
         ),
         containers=[container],
+        volumes=[run_v2.Volume(
+            name=n.key_volume,
+            secret=run_v2.SecretVolumeSource(
+                # The bare name is the documented form for a secret in the service's own
+                # project (a full resource path is for another project's secret).
+                secret=n.secret,
+                items=[run_v2.VersionToPath(path=n.key_file, version="latest")]),
+        )],
     )
     return run_v2.Service(
         name=n.frontend_service_path,

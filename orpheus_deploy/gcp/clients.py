@@ -41,7 +41,7 @@ class Cloud:
 
     Accessors (each returns the client library's own client class):
     ``service_usage()``, ``secrets()``, ``artifact_registry()``, ``iam_admin()``, ``projects()``,
-    ``storage()``, ``run_services()``, ``run_revisions()``, ``cloud_build()``,
+    ``storage()``, ``run_services()``, ``run_revisions()``, ``cloud_build()``, ``logging()``,
     ``compute(class_name)`` (REST), and the generic ``grpc_client(module, class_name)`` /
     ``rest_client(module, class_name)`` for any other library.
     """
@@ -144,6 +144,13 @@ class Cloud:
 
     def cloud_build(self) -> Any:
         return self.grpc_client("google.cloud.devtools.cloudbuild_v1", "CloudBuildClient")
+
+    def logging(self) -> Any:
+        """The generated Cloud Logging client (gRPC). google-cloud-logging's handwritten
+        ``logging.Client`` builds this same class but cannot be given a channel, so it could not
+        honour ORPHEUS_GRPC_ENDPOINT; the generated client also has the TailLogEntries stream."""
+        return self.grpc_client("google.cloud.logging_v2.services.logging_service_v2",
+                                "LoggingServiceV2Client")
 
     def compute(self, class_name: str) -> Any:
         """e.g. ``cloud.compute("SubnetworksClient")`` (google-cloud-compute is REST-only)."""

@@ -131,17 +131,16 @@ def frontend_url(settings: Settings, cloud: Cloud) -> str:
 
 
 def api_key_from_secret(settings: Settings, cloud: Cloud) -> str:
-    from orpheus_deploy.gcp import translated
+    """A key that the service accepts: the "default" key, else the first named one."""
+    from orpheus_deploy.resources.secret import ApiKeySecret
 
-    name = f"{settings.names.secret_path}/versions/latest"
-    with translated(f"read the API key from secret {settings.names.secret}", settings.project):
-        payload = cloud.secrets().access_secret_version(name=name, retry=cloud.retry).payload.data
-    # Several comma-separated keys are allowed during a rotation; any of them must work.
-    keys = [k.strip() for k in payload.decode("utf-8").split(",") if k.strip()]
-    if not keys:
-        raise CloudError(f"Secret {settings.names.secret} is empty",
-                         "run `orpheus setup --rotate-key`")
-    return keys[0]
+    keys, _ = ApiKeySecret(settings).read_keys(cloud)
+    default = keys.get("default")
+    chosen = default if default is not None and default.active else next(iter(keys.active), None)
+    if chosen is None or chosen.key is None:
+        raise CloudError(f"Secret {settings.names.secret} holds no active API key",
+                         "create one: `orpheus keys create NAME`, or `orpheus setup --rotate-key`")
+    return chosen.key
 
 
 class _InvokerNotApplied(Exception):

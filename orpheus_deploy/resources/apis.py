@@ -31,6 +31,7 @@ REQUIRED_APIS: tuple[str, ...] = (
     "cloudbilling.googleapis.com",
     "cloudquotas.googleapis.com",
     "orgpolicy.googleapis.com",
+    "logging.googleapis.com",  # `orpheus logs`; Cloud Run writes the services' logs there
 )
 
 

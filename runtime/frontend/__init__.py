@@ -17,7 +17,11 @@ Environment (design section 3 names first; the rest are optional tuning)
     PORT                            listen port (Cloud Run sets it)                     5005
     ORPHEUS_API_URL                 backend completions URL {backend}/v1/completions    http://127.0.0.1:1234/v1/completions
     ORPHEUS_BACKEND_AUTH            none | google-id-token (audience = backend origin)  none
-    API_KEY_SECRET                  required; several keys comma-separated (rotation)
+    API_KEY_SECRET                  the API keys: a key, several comma-separated, or a
+                                    key document (key_set.py); read once
+    API_KEY_FILE                    instead: a file holding them (Cloud Run mounts the key
+                                    secret there), re-read while the app runs
+    ORPHEUS_API_KEY_REFRESH_S       how stale the keys read from API_KEY_FILE may get       30
     ORPHEUS_MODEL_NAME              model name sent to the backend and listed           orpheus
     ORPHEUS_TEMPERATURE, ORPHEUS_TOP_P, ORPHEUS_REPETITION_PENALTY: sampling, 0.6 / 0.9 / 1.1
     ORPHEUS_MAX_TOKENS              tokens per backend request (per text segment)       4096
@@ -40,5 +44,6 @@ Environment (design section 3 names first; the rest are optional tuning)
     ORPHEUS_LOG_LEVEL               log level of the JSON logs on stdout                INFO
     ORPHEUS_HOST                    listen address                                      0.0.0.0
 
-A missing API_KEY_SECRET or SNAC decoder stops start-up with one line naming the variable (exit 2).
+Neither API_KEY_SECRET nor API_KEY_FILE, an unreadable key file or a missing SNAC decoder stops
+start-up with one line naming the variable (exit 2).
 """

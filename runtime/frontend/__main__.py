@@ -1,7 +1,8 @@
 """`python -m runtime.frontend`: the container's command. Serves on 0.0.0.0:$PORT.
 
-Configuration errors (no API_KEY_SECRET, no SNAC decoder) end the process at once with one clear
-line and exit status 2, so a bad deploy fails its startup probe with a readable log.
+Configuration errors (no API key, an unreadable key file, no SNAC decoder) end the process at once
+with one clear line and exit status 2, so a bad deploy fails its startup probe with a readable
+log.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from runtime.frontend.key_set import KeySetError
 from runtime.frontend.logging_setup import configure_logging, uvicorn_log_config
 from runtime.frontend.settings import SettingsError, load_settings
 
@@ -19,6 +21,12 @@ def main() -> int:
         settings = load_settings()
     except SettingsError as exc:
         logging.getLogger("orpheus.frontend").critical(str(exc))
+        return 2
+    try:
+        settings.api_keys  # noqa: B018 - a key file that cannot be read stops start-up here
+    except (OSError, UnicodeDecodeError, KeySetError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        logging.getLogger("orpheus.frontend").critical(f"cannot read API_KEY_FILE: {reason}")
         return 2
     configure_logging(settings.log_level)
 

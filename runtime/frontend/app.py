@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = settings or load_settings()
         app.state.settings = cfg
+        app.state.api_keys = cfg.key_store()  # read now: an unreadable key file stops start-up
         pool = DecodePool(cfg.decode_workers or default_workers())
         decoder = SnacOnnxDecoder(cfg.snac_model_path, threads=cfg.onnx_threads)
         formats = _working_formats()
@@ -84,7 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             extra={
                 "backend_url": cfg.api_url,
                 "backend_auth": cfg.backend_auth,
-                "api_keys": len(cfg.api_keys),  # how many, never which
+                "api_keys": len(app.state.api_keys.keys),  # how many, never which
+                "api_key_source": "file" if cfg.api_key_file else "environment",
                 "formats": list(formats),
                 "snac_model": str(cfg.snac_model_path),
             },

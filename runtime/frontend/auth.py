@@ -1,11 +1,12 @@
 """API key check for every route but /health.
 
-Keys come from API_KEY_SECRET (several, comma-separated, while a key is being rotated). The
-presented key is compared with every configured key in constant time, without stopping at the first
-match, so the response time says nothing about which key or how much of it matched. Keys are never
-logged: not on success, not on failure. What the rest of the app knows of a caller is the matched
-key's NAME (`Settings.api_keys`: "default" for a single key), which the gate stores in the request
-state as `api_key_name` for the access log and per-key limits.
+Keys come from the app's KeyStore (key_store.py): named keys from API_KEY_FILE, re-read while the
+app runs, or fixed ones from API_KEY_SECRET. The presented key is compared with every accepted key
+in constant time, without stopping at the first match, so the response time says nothing about
+which key or how much of it matched. Keys are never logged: not on success, not on failure. What
+the rest of the app knows of a caller is the matched key's NAME ("default" for a single key),
+which the gate stores in the request state as `api_key_name` for the access log and per-key
+limits.
 
 The check runs twice: in `RequestGate` (gate.py), an ASGI middleware, before the body of a /v1
 request is read (FastAPI reads and parses the body before it runs route dependencies, so a
@@ -79,5 +80,5 @@ def check_api_key(headers: Mapping[str, str], keys: NamedKeys) -> str:
 
 async def require_api_key(request: Request) -> None:
     """FastAPI dependency: 401 in OpenAI's shape unless a configured key was presented."""
-    request.state.api_key_name = check_api_key(request.headers,
-                                               request.app.state.settings.api_keys)
+    keys = await request.app.state.api_keys.current()
+    request.state.api_key_name = check_api_key(request.headers, keys)

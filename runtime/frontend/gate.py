@@ -72,10 +72,12 @@ class RequestGate:
         if path != GUARDED_PREFIX and not path.startswith(GUARDED_PREFIX + "/"):
             await self.app(scope, receive, send)
             return
-        settings = scope["app"].state.settings
+        state = scope["app"].state
+        settings = state.settings
         headers = Headers(scope=scope)
         try:
-            key_name = check_api_key(headers, settings.api_keys)
+            # The key store re-reads a mounted key file when its copy is stale (key_store.py).
+            key_name = check_api_key(headers, await state.api_keys.current())
             receive = await _read_body(receive, headers, settings.max_body_bytes)
         except APIError as exc:
             await error_response(exc)(scope, receive, send)

@@ -22,6 +22,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.codec.encoders import SUPPORTED_FORMATS
 from runtime.frontend.catalog import CatalogError, ModelCatalog
+from runtime.frontend.key_set import KeySet, KeySetError
+from runtime.frontend.key_store import KeyStore, read_key_file
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
 
@@ -51,8 +53,14 @@ class Settings(BaseSettings):
     )
     # Defaults to the origin of ORPHEUS_API_URL, which is what Cloud Run checks an ID token against.
     backend_audience: str | None = Field(None, validation_alias=_env("ORPHEUS_BACKEND_AUDIENCE"))
-    # Required: the frontend is public, so running without a key would expose the GPU to anyone.
-    api_key_secret: SecretStr = Field(validation_alias=_env("API_KEY_SECRET"))
+    # One of the two is required: the frontend is public, so running without a key would expose
+    # the GPU to anyone. API_KEY_SECRET holds the keys (read once); API_KEY_FILE names a file
+    # holding them (Cloud Run's secret volume), re-read every ORPHEUS_API_KEY_REFRESH_S
+    # (key_store.py).
+    api_key_secret: SecretStr | None = Field(None, validation_alias=_env("API_KEY_SECRET"))
+    api_key_file: Path | None = Field(None, validation_alias=_env("API_KEY_FILE"))
+    api_key_refresh_s: float = Field(30.0, gt=0.0, le=3600.0,
+                                     validation_alias=_env("ORPHEUS_API_KEY_REFRESH_S"))
 
     model_name: str = Field("orpheus", validation_alias=_env("ORPHEUS_MODEL_NAME"))
     temperature: float = Field(0.6, ge=0.0, le=2.0, validation_alias=_env("ORPHEUS_TEMPERATURE"))
@@ -86,10 +94,33 @@ class Settings(BaseSettings):
 
     @field_validator("api_key_secret")
     @classmethod
-    def _has_a_key(cls, value: SecretStr) -> SecretStr:
-        if not any(k.strip() for k in value.get_secret_value().split(",")):
-            raise ValueError("holds no key (expected one key, or several separated by commas)")
+    def _has_a_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        try:
+            keys = KeySet.parse(value.get_secret_value()).named_keys()
+        except KeySetError as exc:  # the message never quotes the value
+            raise ValueError(str(exc)) from None
+        if not keys:
+            raise ValueError("holds no key (expected one key, several separated by commas, or "
+                             "a key document)")
         return value
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no key file at {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Settings:
+        if self.api_key_secret is None and self.api_key_file is None:
+            raise ValueError("API_KEY_SECRET is not set (nor API_KEY_FILE, a file holding the "
+                             "keys)")
+        if self.api_key_secret is not None and self.api_key_file is not None:
+            raise ValueError("set only one of API_KEY_SECRET and API_KEY_FILE")
+        return self
 
     @field_validator("snac_model_path")
     @classmethod
@@ -136,11 +167,20 @@ class Settings(BaseSettings):
 
     @property
     def api_keys(self) -> tuple[tuple[str, bytes], ...]:
-        """The accepted keys with their names, as bytes for hmac.compare_digest (several during a
-        rotation): the first is "default", the others "key-2", "key-3", ..."""
-        raw = [k.strip() for k in self.api_key_secret.get_secret_value().split(",") if k.strip()]
-        return tuple(("default" if i == 0 else f"key-{i + 1}", k.encode())
-                     for i, k in enumerate(raw))
+        """The accepted keys with their names, as bytes for hmac.compare_digest: from
+        API_KEY_SECRET (a key document, or comma-separated keys named "default", "key-2", ...),
+        else read from API_KEY_FILE now. Requests use the app's KeyStore, which re-reads the file
+        while the app runs (key_store.py)."""
+        if self.api_key_secret is not None:
+            return KeySet.parse(self.api_key_secret.get_secret_value()).named_keys()
+        assert self.api_key_file is not None
+        return read_key_file(self.api_key_file)
+
+    def key_store(self) -> KeyStore:
+        """The app's source of keys for requests."""
+        if self.api_key_file is not None:
+            return KeyStore.from_file(self.api_key_file, self.api_key_refresh_s)
+        return KeyStore(self.api_keys)
 
     @property
     def max_body_bytes(self) -> int:
@@ -172,7 +212,9 @@ def load_settings(**overrides: object) -> Settings:
             env = name
             if field is not None and isinstance(field.validation_alias, AliasChoices):
                 env = str(field.validation_alias.choices[0])
-            if err["type"] == "missing":
+            if not err["loc"]:  # a rule across fields: its message names them
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
+            elif err["type"] == "missing":
                 lines.append(f"{env} is not set")
             elif not err["loc"]:  # a check across fields (ORPHEUS_MODELS): it names its own
                 lines.append(str(err["msg"]).removeprefix("Value error, "))

@@ -29,7 +29,31 @@ def test_key_never_printed_or_logged(fake_cloud, run_cli):
         assert result.exit_code == 0, result.output
         _assert_clean(result, KEY, ROTATED)
     payloads = fake_cloud.services["secretmanager"].payloads("orpheus-api-key")
-    assert payloads == [KEY.encode(), ROTATED.encode(), KEY.encode()]
+    # Each rotation destroys the versions before it: only the newest still holds a key.
+    assert payloads == [b"", b"", KEY.encode()]
+
+
+def test_named_keys_never_printed_or_logged(fake_cloud, run_cli, tmp_path):
+    from runtime.frontend.key_set import KeySet
+
+    assert run_cli("setup", "--api-key", KEY).exit_code == 0
+    path = tmp_path / "ci.key"
+    runs = [run_cli("-v", "--json", "keys", "create", "ci", "--key-file", str(path))]
+    ci = path.read_text().strip()
+    # A failed create prints nothing of the key it generated, and leaves no file behind.
+    fake_cloud.fail_next("AddSecretVersion", grpc.StatusCode.UNAVAILABLE, times=None)
+    failed = run_cli("-v", "--json", "keys", "create", "web", "--key-file",
+                     str(tmp_path / "web.key"))
+    fake_cloud.clear_faults()
+    assert failed.exit_code != 0 and not (tmp_path / "web.key").exists()
+    runs += [run_cli("-v", "keys", "list"), run_cli("-v", "--json", "keys", "list"),
+             run_cli("-v", "keys", "revoke", "ci"), run_cli("-v", "keys", "list")]
+    for result in runs:
+        assert result.exit_code == 0, result.everything
+    for result in [*runs, failed]:
+        _assert_clean(result, KEY, ci)
+    latest = fake_cloud.services["secretmanager"].payloads("orpheus-api-key")[-1]
+    assert [name for name, _ in KeySet.parse(latest.decode()).named_keys()] == ["default"]
 
 
 def test_key_not_in_error_paths(fake_cloud, run_cli):

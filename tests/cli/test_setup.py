@@ -16,7 +16,8 @@ REQUIRED_APIS = {"run.googleapis.com", "artifactregistry.googleapis.com",
                  "storage.googleapis.com", "compute.googleapis.com", "iam.googleapis.com",
                  # read by `orpheus doctor`
                  "cloudresourcemanager.googleapis.com", "cloudbilling.googleapis.com",
-                 "cloudquotas.googleapis.com", "orgpolicy.googleapis.com"}
+                 "cloudquotas.googleapis.com", "orgpolicy.googleapis.com",
+                 "logging.googleapis.com"}
 
 
 @pytest.fixture
@@ -125,13 +126,13 @@ def test_json_output_is_one_object(cloud, run_cli):
     assert again["changed"] is False
 
 
-def test_rotate_key_adds_a_version(cloud, run_cli):
+def test_rotate_key_adds_a_version_and_destroys_the_old_one(cloud, run_cli):
     assert run_cli("setup", "--api-key", API_KEY).exit_code == 0
     new_key = "rotated-key-0123456789-abcdef"
     result = run_cli("setup", "--rotate-key", "--api-key", new_key)
     assert result.exit_code == 0, result.output
-    assert cloud.services["secretmanager"].payloads(SECRET) == [API_KEY.encode(),
-                                                               new_key.encode()]
+    # The old key is gone from every version (destroyed: no payload left), not just superseded.
+    assert cloud.services["secretmanager"].payloads(SECRET) == [b"", new_key.encode()]
 
 
 def test_api_key_from_stdin(cloud, run_cli):

@@ -95,8 +95,10 @@ def test_deploy_all_end_to_end_then_nothing_to_do(cloud: Any, run_cli: Any, mode
     backend_uri = cloud.services["run"].get("orpheus-backend").uri
     assert env["ORPHEUS_API_URL"].value == f"{backend_uri}/v1/completions"
     assert env["ORPHEUS_BACKEND_AUTH"].value == "google-id-token"
-    ref = env["API_KEY_SECRET"].value_source.secret_key_ref
-    assert (ref.secret, ref.version) == ("orpheus-api-key", "latest")
+    assert env["API_KEY_FILE"].value == "/secrets/orpheus/api-keys.json"
+    [volume] = t.volumes
+    assert volume.secret.secret == "orpheus-api-key"
+    assert [(i.path, i.version) for i in volume.secret.items] == [("api-keys.json", "latest")]
     assert t.vpc_access.egress == run_v2.VpcAccess.VpcEgress.ALL_TRAFFIC
     assert [(n.network, n.subnetwork) for n in t.vpc_access.network_interfaces] == [
         ("default", "default")]

@@ -80,3 +80,60 @@ def test_subnet_private_google_access_over_rest(cloud: Any) -> None:
     cloud.clear_log()
     assert reconcile(SubnetPrivateAccess(settings), c).action == "unchanged"
     assert cloud.mutating_calls() == []
+
+
+FRONTEND_IMAGE = IMAGE.replace("orpheus-backend", "orpheus-frontend")
+FRONTEND_SA = "orpheus-frontend@test-project.iam.gserviceaccount.com"
+
+
+def test_a_missing_key_secret_fails_the_frontend_revision(cloud: Any) -> None:
+    from orpheus_deploy.specs import frontend_service_spec
+
+    s = frontend_service_spec(Settings(project="test-project"), FRONTEND_IMAGE, "https://b")
+    op = client(cloud).update_service(request={"service": s, "allow_missing": True})
+    with pytest.raises(exceptions.FailedPrecondition, match="Secret orpheus-api-key was not found"):
+        op.result(timeout=5)
+
+
+def test_secret_volume_follows_the_latest_version(cloud: Any, tmp_path: Any) -> None:
+    """The local Cloud Run's secret volume: the file is the latest enabled version, changes with
+    each new version, and cannot be read once the account loses access."""
+    from google.iam.v1 import policy_pb2
+
+    from orpheus_deploy.specs import frontend_service_spec
+    from tests.fakecloud.container import ContainerFactory
+    from tests.fakecloud.run import RevisionFailed
+
+    gcp = Cloud(Settings(project="test-project"), OperationPolicy.fast())
+    secrets = gcp.secrets()
+    parent = "projects/test-project/secrets/orpheus-api-key"
+    secrets.create_secret(request={"parent": "projects/test-project",
+                                   "secret_id": "orpheus-api-key",
+                                   "secret": {"replication": {"automatic": {}}}})
+    secrets.add_secret_version(request={"parent": parent, "payload": {"data": b"first"}})
+    template = frontend_service_spec(Settings(project="test-project"), FRONTEND_IMAGE,
+                                     "https://b").template
+    factory = ContainerFactory(cloud, None, tmp_path, None, {})  # type: ignore[arg-type]
+    with pytest.raises(RevisionFailed, match="Permission denied on secret"):
+        factory._volumes(template, template.containers[0], FRONTEND_SA)
+
+    def grant(members: list[str]) -> None:
+        policy = secrets.get_iam_policy(request={"resource": parent})
+        del policy.bindings[:]
+        policy.bindings.append(policy_pb2.Binding(role="roles/secretmanager.secretAccessor",
+                                                  members=members))
+        secrets.set_iam_policy(request={"resource": parent, "policy": policy})
+
+    gcp.iam_admin().create_service_account(request={"name": "projects/test-project",
+                                                    "account_id": "orpheus-frontend"})
+    grant([f"serviceAccount:{FRONTEND_SA}"])
+    [local] = factory._volumes(template, template.containers[0], FRONTEND_SA).values()
+    keys = local / "api-keys.json"
+    assert keys.read_bytes() == b"first"
+    version = secrets.add_secret_version(request={"parent": parent,
+                                                  "payload": {"data": b"second"}})
+    assert keys.read_bytes() == b"second"
+    secrets.disable_secret_version(request={"name": version.name})
+    assert keys.read_bytes() == b"first"  # latest = the newest *enabled* version
+    grant([])
+    assert not keys.exists()  # "attempts to read the mounted volume will fail"

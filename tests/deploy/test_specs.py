@@ -75,7 +75,6 @@ def test_frontend_spec_field_by_field(settings: Settings) -> None:
     assert t.vpc_access.egress == run_v2.VpcAccess.VpcEgress.ALL_TRAFFIC
     [nic] = t.vpc_access.network_interfaces
     assert (nic.network, nic.subnetwork) == ("default", "default")
-    assert t.volumes == []
     [c] = t.containers
     assert c.image == FRONTEND_IMAGE
     assert [p.container_port for p in c.ports] == [5005]
@@ -89,12 +88,17 @@ def test_frontend_spec_field_by_field(settings: Settings) -> None:
         "ORPHEUS_REPETITION_PENALTY": "1.1",
         "ORPHEUS_MAX_TOKENS": "2000",
         "ORPHEUS_API_TIMEOUT": "300",
+        "API_KEY_FILE": "/secrets/orpheus/api-keys.json",
+        "ORPHEUS_API_KEY_REFRESH_S": "30.0",
     }
-    [secret_env] = [e for e in c.env if e.value_source.secret_key_ref.secret]
-    assert secret_env.name == "API_KEY_SECRET"
-    assert secret_env.value == ""
-    ref = secret_env.value_source.secret_key_ref
-    assert (ref.secret, ref.version) == ("orpheus-api-key", "latest")
+    # The keys: a secret volume that follows the latest version (re-read, no redeploy), not a
+    # secret environment variable (resolved once, when an instance starts).
+    assert not [e for e in c.env if e.value_source.secret_key_ref.secret]
+    [mount] = c.volume_mounts
+    assert (mount.name, mount.mount_path) == ("api-keys", "/secrets/orpheus")
+    [volume] = t.volumes
+    assert (volume.name, volume.secret.secret) == ("api-keys", "orpheus-api-key")
+    assert [(i.path, i.version) for i in volume.secret.items] == [("api-keys.json", "latest")]
     # Not ready until the backend's host answers (Direct VPC egress may take a minute or more
     # to connect on a new instance), and the probe allows several minutes for it.
     assert c.startup_probe.http_get.path == "/ready"

@@ -121,8 +121,16 @@ class LocalCloud:
 
     @property
     def api_key(self) -> str:
-        """The newest version of the API key secret, as ``orpheus setup`` generated it."""
-        return self.cloud.services["secretmanager"].payloads("orpheus-api-key")[-1].decode()
+        """The "default" key in the newest version of the API key secret, as ``orpheus setup``
+        generated it."""
+        return self.api_keys()["default"]
+
+    def api_keys(self) -> dict[str, str]:
+        """Name -> key of every active key in the newest version of the API key secret."""
+        from runtime.frontend.key_set import KeySet
+
+        latest = self.cloud.services["secretmanager"].payloads("orpheus-api-key")[-1]
+        return {name: key.decode() for name, key in KeySet.parse(latest.decode()).named_keys()}
 
     def secret_versions(self) -> list[bytes]:
         return list(self.cloud.services["secretmanager"].payloads("orpheus-api-key"))

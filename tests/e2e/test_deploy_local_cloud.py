@@ -51,7 +51,8 @@ def test_setup_upload_build_deploy_test_redeploy_destroy(local_cloud: LocalCloud
     env = frontend_instance.container.env
     assert env["ORPHEUS_API_URL"] == f"{backend.uri}/v1/completions"
     assert env["ORPHEUS_BACKEND_AUTH"] == "google-id-token"
-    assert env["API_KEY_SECRET"] == lc.api_key  # resolved from Secret Manager, not a copy
+    # The keys: a file of the secret volume that follows the secret's latest version.
+    assert Path(env["API_KEY_FILE"]).read_text() == lc.secret_versions()[-1].decode()
     assert backend_instance.container.env["MODEL_PATH"].endswith(f"/{tiny_gguf_q8.name}")
     assert "step: weights loaded, ready" in backend_instance.log.read_text()
 

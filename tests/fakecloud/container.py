@@ -16,11 +16,16 @@ From a ``run_v2.Service`` to a running process:
   instead of the container port: that is the port mapping.
 - volumes: a Cloud Storage volume is a local directory holding a copy of the bucket's objects
   from the emulator (read-only files; the revision's account needs read access to the bucket);
-  environment values under the mount path are rewritten to that directory.
+  a secret volume is a directory whose files follow their secret versions as Secret Manager
+  changes (the account needs secret access); environment values under the mount path are
+  rewritten to that directory.
 - identity: the metadata server's job (tokens for the revision's service account) is done by a
   key file from the ID-token issuer (``GOOGLE_APPLICATION_CREDENTIALS``).
 - ``ORPHEUS_BACKEND_HOST``/``ORPHEUS_HOST`` = 127.0.0.1: the apps' own settings for the listen
   address, so that nothing listens beyond loopback.
+
+- logs: stdout and stderr go through the logging agent (``logagent.py``) to the fake Cloud
+  Logging, one entry per line, and to the instance's log file.
 
 An ``Instance`` is one such process (its own process group, dies with the test process), ready
 when the spec's startup probe answers 200.
@@ -40,6 +45,8 @@ import tarfile
 import threading
 import time
 import urllib.parse
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +54,10 @@ from typing import Any
 import psutil
 
 from tests.fakecloud.idtokens import IdTokenIssuer
+from tests.fakecloud.logagent import Revision, start_process
 from tests.fakecloud.run import RevisionFailed
 from tests.fixtures.dockerfile import FinalStage, final_stage, lay_out
-from tests.fixtures.plugin_llama import free_port, http_status, spawn
+from tests.fixtures.plugin_llama import free_port, http_status
 
 # Roles that let an account read a bucket's objects / a secret's payload (predefined roles only).
 BUCKET_READERS = {"roles/storage.objectViewer", "roles/storage.objectAdmin", "roles/storage.admin",
@@ -71,13 +79,16 @@ class Container:
     starts: int = 0
     vpc_egress: bool = False  # all traffic leaves through Direct VPC egress
     on_start: Any = None  # called with each new Instance (the runner tracks VPC instances)
+    # Where the logging agent sends each line the instance writes (the fake Cloud Logging).
+    log_sink: Callable[[Any], None] | None = None
 
     def start(self) -> Instance:
         self.starts += 1
         port = free_port()
         env = {**self.env, "PORT": str(port)}
         log = self.log_dir / f"{self.revision}-{self.starts}.log"
-        process = spawn(self.argv, log, env=env, cwd=self.cwd, start_new_session=True)
+        process = start_process(self.argv, log, Revision.of(self.service, self.revision),
+                                self.log_sink, env=env, cwd=self.cwd)
         instance = Instance(self, process, port, log)
         if self.on_start is not None:
             self.on_start(instance)
@@ -302,7 +313,9 @@ class ContainerFactory:
         log_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "home").mkdir(exist_ok=True)
         (log_dir / f"{revision}.cmd").write_text(shlex.join(argv) + "\n")
-        return Container(service.name, revision, argv, workdir, env, probe, log_dir)
+        logging = self.cloud.services.get("logging")
+        return Container(service.name, revision, argv, workdir, env, probe, log_dir,
+                         log_sink=logging.ingest if logging is not None else None)
 
     def _local_path(self, value: str, mounts: dict[str, Path]) -> str:
         if value in self.artifacts:
@@ -312,13 +325,18 @@ class ContainerFactory:
                 return str(local) + value[len(mount.rstrip("/")):]
         return value
 
+    def _secret_name(self, secret: str) -> str:
+        return f"projects/{self.cloud.project_number}/secrets/{secret.rsplit('/', 1)[-1]}"
+
+    def _may_read(self, account: str, name: str) -> bool:
+        # Effective members: a binding younger than the IAM propagation delay does not count.
+        return any(f"serviceAccount:{account}" in self.cloud.iam.effective_members(name, role)
+                   for role in SECRET_READERS)
+
     def _secret(self, ref: Any, account: str, index: int) -> str:
         secrets = self.cloud.services["secretmanager"]
-        secret_id = ref.secret.rsplit("/", 1)[-1]
-        name = f"projects/{self.cloud.project_number}/secrets/{secret_id}"
-        # Effective members: a binding younger than the IAM propagation delay does not count.
-        allowed = any(f"serviceAccount:{account}" in self.cloud.iam.effective_members(name, role)
-                      for role in SECRET_READERS)
+        name = self._secret_name(ref.secret)
+        allowed = self._may_read(account, name)
         where = f"spec.template.spec.containers[0].env[{index}].value_from.secret_key_ref.name"
         if not allowed:
             raise RevisionFailed(
@@ -335,11 +353,14 @@ class ContainerFactory:
         return bytes(entry["data"]).decode()
 
     def _volumes(self, template: Any, spec: Any, account: str) -> dict[str, Path]:
-        """Mount path -> local directory with the bucket's objects."""
+        """Mount path -> local directory with the bucket's objects or the secret's files."""
         by_name = {v.name: v for v in template.volumes}
         mounts: dict[str, Path] = {}
         for mount in spec.volume_mounts:
             volume = by_name.get(mount.name)
+            if volume is not None and volume.secret.secret:
+                mounts[mount.mount_path] = self._secret_volume(volume, mount.mount_path, account)
+                continue
             if volume is None or not volume.gcs.bucket:
                 raise RevisionFailed(f"volume {mount.name!r} is mounted but not defined")
             bucket = volume.gcs.bucket
@@ -349,6 +370,53 @@ class ContainerFactory:
                                      f"service account {account} cannot read gs://{bucket}.")
             mounts[mount.mount_path] = self._sync_bucket(bucket)
         return mounts
+
+    def _secret_volume(self, volume: Any, mount_path: str, account: str) -> Path:
+        """A secret volume as Google's "Configure secrets" page describes it
+        (cloud.google.com/run/docs/configuring/services/secrets): files whose content is the
+        referenced version, where "reading a volume always fetches the secret value from Secret
+        Manager" (so a file that follows ``latest`` changes with each new version, and reading
+        fails once the secret is inaccessible: the file disappears here). Access is checked when
+        the revision deploys; a mount under /dev, /proc or /sys is refused."""
+        source = volume.secret
+        name = self._secret_name(source.secret)
+        if mount_path.rstrip("/") in ("", "/dev", "/proc", "/sys") or mount_path.startswith(
+                ("/dev/", "/proc/", "/sys/")):
+            raise RevisionFailed(f"Secret volume {volume.name!r}: the mount path {mount_path} is "
+                                 "not allowed (/dev, /proc and /sys are reserved).")
+        if not source.items:
+            raise RevisionFailed(f"Secret volume {volume.name!r}: the fake Cloud Run needs the "
+                                 "items (path and version) to be listed.")
+        if not self._may_read(account, name):
+            raise RevisionFailed(
+                f"spec.template.spec.volumes[{volume.name}].secret: Permission denied on secret: "
+                f"{source.secret} for Revision service account {account}. The service account "
+                "used must be granted the 'Secret Manager Secret Accessor' role "
+                "(roles/secretmanager.secretAccessor) at the secret, project or higher level.")
+        secrets = self.cloud.services["secretmanager"]
+        local = self.work_dir / "secret-volumes" / uuid.uuid4().hex[:12]
+        local.mkdir(parents=True)
+
+        def sync(changed: str) -> None:
+            if changed != name:
+                return
+            for item in source.items:
+                target = local / item.path
+                try:
+                    if not self._may_read(account, name):
+                        raise PermissionError(name)
+                    data = secrets.payload(f"{name}/versions/{item.version or 'latest'}")
+                except Exception:
+                    target.unlink(missing_ok=True)
+                    continue
+                staged = target.with_name(f".{target.name}.new")
+                staged.write_bytes(data)
+                staged.chmod(0o444)  # Cloud Run's default mode for secret files
+                os.replace(staged, target)  # a reader sees the old or the new value, whole
+
+        sync(name)
+        secrets.watch(sync)
+        return local
 
     def _sync_bucket(self, bucket: str) -> Path:
         local = self.work_dir / "volumes" / urllib.parse.quote(bucket, safe="")

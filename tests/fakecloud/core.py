@@ -110,6 +110,8 @@ class Route:
     path: str  # "/google.cloud.secretmanager.v1.SecretManagerService/CreateSecret"
     request_cls: Any
     response_cls: Any
+    # How the client calls it: "unary_unary", or "stream_stream" (e.g. Logging's TailLogEntries).
+    kind: str = "unary_unary"
 
     @property
     def service(self) -> str:
@@ -122,13 +124,19 @@ class Route:
 
 class _RecordingChannel:
     def __init__(self) -> None:
-        self.seen: dict[str, tuple[Any, Any]] = {}
+        self.seen: dict[str, tuple[Any, Any, str]] = {}
 
-    def unary_unary(self, path: str, request_serializer: Any = None,
-                    response_deserializer: Any = None, *args: Any, **kwargs: Any) -> None:
-        self.seen[path] = (request_serializer, response_deserializer)
+    def _record(kind: str) -> Callable[..., None]:  # type: ignore[misc]
+        def record(self: _RecordingChannel, path: str, request_serializer: Any = None,
+                   response_deserializer: Any = None, *args: Any, **kwargs: Any) -> None:
+            self.seen[path] = (request_serializer, response_deserializer, kind)
 
-    unary_stream = stream_unary = stream_stream = unary_unary
+        return record
+
+    unary_unary = _record("unary_unary")
+    unary_stream = _record("unary_stream")
+    stream_unary = _record("stream_unary")
+    stream_stream = _record("stream_stream")
 
 
 _PB2_MODULES = ("google.iam.v1.iam_policy_pb2", "google.longrunning.operations_pb2",
@@ -165,9 +173,10 @@ def routes_of(client_module: str, client_class: str) -> dict[str, Route]:
                 continue
     transport.grpc_channel.close()
     out = {}
-    for path, (ser, deser) in recorder.seen.items():
+    for path, (ser, deser, kind) in recorder.seen.items():
         method = path.rsplit("/", 1)[1]
-        out[method] = Route(path, _message_class(ser, method), _message_class(deser, method))
+        out[method] = Route(path, _message_class(ser, method), _message_class(deser, method),
+                            kind)
     return out
 
 
@@ -498,12 +507,19 @@ class FakeCloud:
                     impl = implemented.get(snake(method))
                     owner = service
                 self.routes[route.path] = route
-                handlers.setdefault(route.service, {})[method] = (
-                    grpc.unary_unary_rpc_method_handler(
+                if route.kind == "stream_stream":
+                    handler = grpc.stream_stream_rpc_method_handler(
+                        self._stream_behaviour(route, impl, owner),
+                        request_deserializer=_deserializer(route.request_cls),
+                        response_serializer=_serializer(route.response_cls),
+                    )
+                else:
+                    handler = grpc.unary_unary_rpc_method_handler(
                         self._behaviour(route, impl, owner),
                         request_deserializer=_deserializer(route.request_cls),
                         response_serializer=_serializer(route.response_cls),
-                    ))
+                    )
+                handlers.setdefault(route.service, {})[method] = handler
         for service_name, methods in handlers.items():
             server.add_generic_rpc_handlers(
                 (grpc.method_handlers_generic_handler(service_name, methods),))
@@ -673,12 +689,40 @@ class FakeCloud:
 
         return handle
 
+    def _stream_behaviour(self, route: Route, impl: Callable[..., Any] | None,
+                          owner: FakeService | None) -> Callable[[Any, Any], Any]:
+        """A bidirectional stream: the first request passes exactly the checks of a unary call
+        (log, faults, API enablement, permission, hooks); then ``impl(requests, context)``, a
+        generator over the whole request stream (first request included), yields responses."""
+
+        def admit(request: Any, context: Any) -> Any:
+            return _ADMITTED
+
+        admit.__fake_permission__ = getattr(impl, "__fake_permission__", None)  # type: ignore[attr-defined]
+        check = self._behaviour(route, admit if impl is not None else None, owner)
+
+        def handle(requests: Any, context: grpc.ServicerContext) -> Any:
+            first = next(requests, None)
+            if first is None:
+                return
+            check(first, context)  # aborts the call (raises) when a check fails
+            assert impl is not None
+            try:
+                yield from impl(itertools.chain([first], requests), context)
+            except FakeError as err:
+                context.abort_with_status(err.to_status())
+
+        return handle
+
     def _operation_handler(self, method: str) -> Callable[..., Any] | None:
         if method == "GetOperation":
             return lambda request, context: self.operations.get(request.name)
         if method == "CancelOperation":
             return lambda request, context: _empty()
         return None
+
+
+_ADMITTED = object()
 
 
 def _resource_of(request: Any) -> str | None:

@@ -12,7 +12,8 @@ services/gpu, .../healthchecks, .../resource-model#names):
 - startup probe: period and initial delay at most 240 s, timeout not above the period, and
   period x failure threshold at most 600 s (1800 s with a GPU);
 - ``template.revision``, when a client sets it, must be new (the classic second-deploy failure);
-- a secret referenced by an environment variable must exist when the revision starts;
+- a secret referenced by an environment variable or a volume must exist when the revision
+  starts;
 - ``invoker_iam_disabled`` needs run.services.setIamPolicy as well (Cloud Run's "Allowing public
   (unauthenticated) access" page) and is refused when the organization enforces the managed
   constraint ``run.managed.requireInvokerIam``; ingress and VPC egress must be allowed by
@@ -215,17 +216,23 @@ class RunServicesFake(FakeService):
         secrets = self.cloud.services.get("secretmanager")
         if secrets is None:
             return None
+        def missing(ref: str) -> bool:
+            name = f"projects/{self.cloud.project_number}/secrets/{ref.rsplit('/', 1)[-1]}"
+            return name not in secrets.secrets  # type: ignore[attr-defined]
+
         for c in svc.template.containers:
             for env in c.env:
                 ref = env.value_source.secret_key_ref.secret
-                if not ref:
-                    continue
-                secret_id = ref.rsplit("/", 1)[-1]
-                name = f"projects/{self.cloud.project_number}/secrets/{secret_id}"
-                if name not in secrets.secrets:  # type: ignore[attr-defined]
+                if ref and missing(ref):
                     version = env.value_source.secret_key_ref.version
                     return (f"spec.template.spec.containers[0].env.{env.name}: Secret "
                             f"{ref}/versions/{version} was not found")
+        for volume in svc.template.volumes:
+            # Volumes are checked at deployment too (cloud.google.com/run/docs/configuring/
+            # services/secrets, "How secrets are checked at deployment and runtime").
+            if volume.secret.secret and missing(volume.secret.secret):
+                return (f"spec.template.spec.volumes[{volume.name}].secret: Secret "
+                        f"{volume.secret.secret} was not found")
         return None
 
     # -- RPCs ----------------------------------------------------------------------------------

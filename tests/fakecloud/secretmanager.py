@@ -1,9 +1,12 @@
-"""Fake Secret Manager v1: secrets, versions (payload CRC32C checked), IAM policies."""
+"""Fake Secret Manager v1: secrets, versions (payload CRC32C checked; disable and destroy), IAM
+policies. ``watch(fn)`` calls ``fn(secret_name)`` after any change to a secret's versions or
+policy: the local Cloud Run uses it to keep secret volumes current (container.py)."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import google_crc32c
@@ -35,6 +38,30 @@ class SecretManagerFake(FakeService):
         super().__init__(cloud)
         self.secrets: dict[str, secretmanager_v1.Secret] = {}
         self.versions: dict[str, list[dict[str, Any]]] = {}  # secret name -> versions
+        self.watchers: list[Callable[[str], None]] = []
+
+    def watch(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(canonical secret name)`` after each change of a secret."""
+        with self.lock:
+            self.watchers.append(fn)
+
+    def _changed(self, name: str) -> None:
+        for fn in list(self.watchers):
+            fn(name)
+
+    def payload(self, version_name: str) -> bytes:
+        """Test helper: what AccessSecretVersion would return (FakeError when it would fail)."""
+        with self.lock:
+            entry = self._version(version_name)
+            self._check_enabled(entry)
+            return bytes(entry["data"])
+
+    @staticmethod
+    def _check_enabled(entry: dict[str, Any]) -> None:
+        state = entry["version"].state
+        if state != State.ENABLED:
+            raise FakeError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"{entry['version'].name} is in {State(state).name} state.")
 
     def _canonical(self, name: str) -> str:
         match = _SECRET_RE.match(name)
@@ -93,7 +120,8 @@ class SecretManagerFake(FakeService):
             del self.secrets[secret.name]
             self.versions.pop(secret.name, None)
             self.cloud.iam.forget(secret.name)
-            return empty_pb2.Empty()
+        self._changed(secret.name)
+        return empty_pb2.Empty()
 
     @rpc("secretmanager.versions.add")
     def add_secret_version(self, request: Any, context: Any) -> Any:
@@ -112,7 +140,8 @@ class SecretManagerFake(FakeService):
                 create_time=_now(), client_specified_payload_checksum="data_crc32c"
                 in request.payload)
             versions.append({"version": version, "data": data})
-            return version
+        self._changed(secret.name)
+        return version
 
     def _version(self, name: str) -> dict[str, Any]:
         match = _VERSION_RE.match(name)
@@ -140,9 +169,7 @@ class SecretManagerFake(FakeService):
     def access_secret_version(self, request: Any, context: Any) -> Any:
         with self.lock:
             entry = self._version(request.name)
-            if entry["version"].state != State.ENABLED:
-                raise FakeError(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"{entry['version'].name} is in DISABLED state.")
+            self._check_enabled(entry)
             data = entry["data"]
             return secretmanager_v1.AccessSecretVersionResponse(
                 name=entry["version"].name,
@@ -165,8 +192,27 @@ class SecretManagerFake(FakeService):
     def disable_secret_version(self, request: Any, context: Any) -> Any:
         with self.lock:
             entry = self._version(request.name)
+            if entry["version"].state == State.DESTROYED:
+                raise FakeError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"{entry['version'].name} is in DESTROYED state.")
             entry["version"].state = State.DISABLED
-            return entry["version"]
+        self._changed(entry["version"].name.split("/versions/")[0])
+        return entry["version"]
+
+    @rpc("secretmanager.versions.destroy")
+    def destroy_secret_version(self, request: Any, context: Any) -> Any:
+        # Irreversible: the payload is gone (cloud.google.com/secret-manager/docs/
+        # manage-secret-versions#destroy).
+        with self.lock:
+            entry = self._version(request.name)
+            if entry["version"].state == State.DESTROYED:
+                raise FakeError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"{entry['version'].name} is already in DESTROYED state.")
+            entry["version"].state = State.DESTROYED
+            entry["version"].destroy_time = _now()
+            entry["data"] = b""
+        self._changed(entry["version"].name.split("/versions/")[0])
+        return entry["version"]
 
     @rpc("secretmanager.secrets.getIamPolicy")
     def get_iam_policy(self, request: Any, context: Any) -> Any:
@@ -178,7 +224,9 @@ class SecretManagerFake(FakeService):
     def set_iam_policy(self, request: Any, context: Any) -> Any:
         with self.lock:
             secret = self._secret(request.resource)
-        return self.cloud.iam.set(secret.name, request.policy, self.cloud.validate_member)
+        policy = self.cloud.iam.set(secret.name, request.policy, self.cloud.validate_member)
+        self._changed(secret.name)
+        return policy
 
 
 SERVICES = [SecretManagerFake]

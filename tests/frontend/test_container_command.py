@@ -128,7 +128,9 @@ def test_start_command_serves_requests(image: FinalStage, tmp_path, fake_backend
 
 @pytest.mark.parametrize(
     ("missing", "message"),
-    [("API_KEY_SECRET", "API_KEY_SECRET is not set"), ("SNAC_MODEL_PATH", "SNAC_MODEL_PATH")],
+    [("API_KEY_SECRET", "API_KEY_SECRET is not set"), ("SNAC_MODEL_PATH", "SNAC_MODEL_PATH"),
+     ("key file content", "cannot read API_KEY_FILE: the key file holds no active key"),
+     ("key file", "API_KEY_FILE: Value error, no key file at")],
 )
 def test_start_command_refuses_to_start_without_key_or_decoder(tmp_path, missing, message):
     env = {
@@ -137,9 +139,15 @@ def test_start_command_refuses_to_start_without_key_or_decoder(tmp_path, missing
         "API_KEY_SECRET": KEY,
         "SNAC_MODEL_PATH": str(tmp_path / "absent.onnx"),
     }
-    if missing == "API_KEY_SECRET":
+    if missing != "SNAC_MODEL_PATH":
         env.pop("API_KEY_SECRET")
         env["SNAC_MODEL_PATH"] = str(DOCKERFILE)  # exists; only the key is missing
+    if missing.startswith("key file"):
+        # Every key revoked (a tombstone keeps the last four characters, never the key).
+        (tmp_path / "keys").write_text(
+            '{"format": "orpheus-api-keys/1", "keys": [{"name": "default", "last4": "'
+            + KEY[-4:] + '", "revoked": "2026-11-30T10:00:00Z"}]}')
+        env["API_KEY_FILE"] = str(tmp_path / ("keys" if missing.endswith("content") else "nope"))
     result = subprocess.run(
         [sys.executable, "-m", "runtime.frontend"],
         cwd=ROOT,
