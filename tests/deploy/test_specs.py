@@ -194,8 +194,11 @@ def test_several_models_are_understood_by_both_apps(settings: Settings, tmp_path
 
     frontend = env_of(frontend_service_spec(settings, FRONTEND_IMAGE, BACKEND_URI,
                                             models).template.containers[0])
-    catalog = frontend_settings(**frontend, API_KEY_SECRET="k",
-                                SNAC_MODEL_PATH=str(tiny_snac_onnx)).catalog()
+    # The spec mounts the key set where Cloud Run's secret volume puts it; here, a local file.
+    key_file = tmp_path / "api-keys.json"
+    key_file.write_text("k")
+    frontend["API_KEY_FILE"] = str(key_file)
+    catalog = frontend_settings(**frontend, SNAC_MODEL_PATH=str(tiny_snac_onnx)).catalog()
     assert catalog.routed and [m.name for m in catalog.models] == ["orpheus", "orpheus-fr"]
     assert catalog.resolve_voice("Amélie")[0].prompt == "{text}"
     assert catalog.resolve_voice("tara")[0].name == "orpheus"
