@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from runtime.codec.protocol import EMOTION_TAGS, VOICES
+from runtime.codec.protocol import EMOTION_TAGS, SAMPLE_RATE, VOICES
 from runtime.frontend.audio_response import AudioStreamResponse
 from runtime.frontend.auth import require_api_key
 from runtime.frontend.schemas import (
     ErrorResponse,
     ModelCard,
     ModelList,
+    SpeechCapabilities,
     SpeechRequest,
     VoiceList,
 )
@@ -67,6 +68,15 @@ async def list_voices(request: Request) -> VoiceList:
     settings = request.app.state.settings
     voices = list(VOICES) + [v for v in settings.voices_extra if v not in VOICES]
     return VoiceList(voices=voices, default="tara", emotion_tags=list(EMOTION_TAGS))
+
+
+@v1.get("/audio/capabilities", response_model=SpeechCapabilities)
+async def speech_capabilities(request: Request) -> SpeechCapabilities:
+    service = _service(request)
+    return SpeechCapabilities(formats=list(service.formats),
+                              default_format=service.settings.default_format,
+                              max_input_chars=service.settings.max_input_chars,
+                              sample_rate=SAMPLE_RATE)
 
 
 @v1.get("/models", response_model=ModelList)

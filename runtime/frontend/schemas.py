@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ErrorResponse", "ModelCard", "ModelList", "SpeechRequest", "VoiceList", "VoiceRef"]
+__all__ = [
+    "ErrorResponse",
+    "ModelCard",
+    "ModelList",
+    "SpeechCapabilities",
+    "SpeechRequest",
+    "VoiceList",
+    "VoiceRef",
+]
 
 # OpenAI allows 0.25..4.0; PyAV's atempo chain covers the same range.
 MIN_SPEED = 0.25
@@ -47,6 +55,17 @@ class VoiceList(BaseModel):
     voices: list[str]
     default: str
     emotion_tags: list[str]
+
+
+class SpeechCapabilities(BaseModel):
+    """What this deployment accepts in POST /v1/audio/speech (the playground reads it)."""
+
+    formats: list[str] = Field(description="response_format values this server can encode.")
+    default_format: str
+    max_input_chars: int = Field(description="Longest 'input' accepted, in characters.")
+    min_speed: float = MIN_SPEED
+    max_speed: float = MAX_SPEED
+    sample_rate: int = Field(description="Sample rate of wav and pcm audio (pcm: s16le, mono).")
 
 
 class ModelCard(BaseModel):
