@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from orpheus_deploy import commands
-from orpheus_deploy.commands import build, deploy, destroy, local, plan, status, test
+from orpheus_deploy.commands import build, deploy, destroy, local, plan, say, status, test
 from orpheus_deploy.commands import config as config_cmd
 from orpheus_deploy.commands import init as init_cmd
 from orpheus_deploy.commands import setup as setup_cmd
@@ -69,6 +69,7 @@ app.command("deploy-backend")(deploy.deploy_backend)
 app.command("deploy-frontend")(deploy.deploy_frontend)
 app.command("deploy")(deploy.deploy)
 app.command("test")(test.test)
+app.command("say")(say.say)
 app.command("plan")(plan.plan)
 app.command("status")(status.status)
 app.command("destroy")(destroy.destroy)
