@@ -103,8 +103,7 @@ def say(
     request = phase.SpeechRequest(words, voice.lower(), fmt, speed)
     start = time.monotonic()
     try:
-        with ui.spinner(f"waiting for the first audio from {url} (after an idle period a GPU "
-                        "cold start takes a few minutes)") as update:
+        with ui.spinner("waiting for the first audio (a GPU cold start takes minutes)") as update:
             result = phase.speak(
                 url, key, request, write, timeout_s=timeout,
                 key_source="secret" if from_secret else "--key",

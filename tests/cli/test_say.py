@@ -98,6 +98,9 @@ def test_a_wrong_key_is_a_clear_error_and_writes_nothing(
     assert "orpheus setup" in result.stderr
     assert wrong not in result.everything
     assert list(tmp_path.iterdir()) == []
+    verbose = say(run_cli, frontend, "-v", "Hello.", "-o", str(out), key=wrong)
+    assert verbose.exit_code == 4 and "Traceback" in verbose.stderr
+    assert wrong not in verbose.everything
 
 
 def test_a_backend_still_starting_is_explained(
@@ -210,4 +213,17 @@ def test_play_without_a_player_says_so(
     assert with_file.exit_code == 0, with_file.everything
     assert "No audio player for wav on the PATH" in with_file.stderr and "not playing it" \
         in with_file.stderr
+    assert wav_samples(out.read_bytes(), streaming=False).size == FRAMES * SAMPLES_PER_FRAME
+
+
+def test_a_player_that_fails_is_reported_and_the_file_is_kept(
+        frontend: RunningFrontend, run_cli: RunCli, tmp_path: Path,
+        aplay_into_a_file: tuple[dict[str, str], Path]) -> None:
+    env, _played = aplay_into_a_file
+    # A default device that does not exist: aplay cannot open it.
+    (Path(env["HOME"]) / ".asoundrc").write_text("pcm.!default { type hw card 99 }\n")
+    out = tmp_path / "kept.wav"
+    result = say(run_cli, frontend, "Hello.", "--play", "-o", str(out), env=env)
+    assert result.exit_code == 1
+    assert "aplay could not play the audio (exit 1: " in result.stderr
     assert wav_samples(out.read_bytes(), streaming=False).size == FRAMES * SAMPLES_PER_FRAME

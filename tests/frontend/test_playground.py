@@ -14,6 +14,7 @@ import threading
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,6 +93,17 @@ def test_the_page_has_no_inline_code_and_nothing_from_another_origin() -> None:
         "/v1/audio/voices", "/v1/audio/capabilities", "/v1/audio/speech"}
     assert "http://" not in script and "https://" not in script and "localStorage" not in script
     assert "@import" not in (STATIC / "playground.css").read_text()
+
+
+def test_the_static_files_ship_in_the_package() -> None:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    pyproject = tomllib.loads((STATIC.parents[2] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["runtime.frontend"]
+    for path in STATIC.iterdir():
+        assert any(fnmatch(f"static/{path.name}", g) for g in globs), path.name
 
 
 # --- the page in a browser ------------------------------------------------------------------------
