@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -48,8 +48,13 @@ def say(
         "--timeout", help="Seconds to wait for the audio (covers a GPU cold start).")] = 600.0,
 ) -> None:
     """Speak TEXT through the service: `orpheus say "Hello there <laugh>" -o hello.wav`."""
-    from orpheus_deploy.audio_out import PLAYERS, FileOutput, PlayerOutput, StdoutOutput
-    from orpheus_deploy.audio_out import find_player as find
+    from orpheus_deploy.audio_out import (
+        PLAYERS,
+        FileOutput,
+        PlayerOutput,
+        StdoutOutput,
+        find_player,
+    )
     from orpheus_deploy.errors import InputError
     from orpheus_deploy.phases import say as phase
 
@@ -78,7 +83,7 @@ def say(
         if fmt == "pcm":
             raise InputError("--play needs a format with a header; pcm is raw samples",
                              "use --format wav (the same samples)")
-        player = find(fmt)
+        player = find_player(fmt)
         if player is None:
             missing = (f"No audio player for {fmt} on the PATH (looked for "
                        f"{', '.join(p.name for p in PLAYERS)})")
@@ -106,7 +111,7 @@ def say(
         with ui.spinner("waiting for the first audio (a GPU cold start takes minutes)") as update:
             result = phase.speak(
                 url, key, request, write, timeout_s=timeout,
-                key_source="secret" if from_secret else "--key",
+                key_from_secret=from_secret,
                 on_progress=lambda r: update(_progress(r), time.monotonic() - start))
         for out in outputs:
             out.finish()
@@ -136,7 +141,7 @@ def _format_of(output: str | None) -> str | None:
     return fmt if fmt in FORMATS else None
 
 
-def _abort(outputs: list[Any]) -> None:
+def _abort(outputs: list[Output]) -> None:
     for out in outputs:
         out.abort()
 

@@ -97,7 +97,7 @@ class SayResult:
 def speak(url: str, key: str, request: SpeechRequest, write: Callable[[bytes], None], *,
           timeout_s: float = DEFAULT_TIMEOUT_S,
           on_progress: Callable[[SayResult], None] | None = None,
-          key_source: str = "--key") -> SayResult:
+          key_from_secret: bool = False) -> SayResult:
     """Stream the speech for ``request`` into ``write``; raise SpeechFailed/InputError."""
     import httpx
 
@@ -114,7 +114,7 @@ def speak(url: str, key: str, request: SpeechRequest, write: Callable[[bytes], N
                 "POST", f"{url}/v1/audio/speech", json=request.body(), headers=headers) as resp:
             result.request_id = resp.headers.get("x-request-id", result.request_id)
             if resp.status_code != 200:
-                raise _refused(resp.status_code, resp.read(), result, key_source)
+                raise _refused(resp.status_code, resp.read(), result, key_from_secret)
             kind = resp.headers.get("content-type", "")
             if not kind.startswith("audio/"):
                 raise SpeechFailed(f"{url} answered 200 with {kind or 'no content type'}, "
@@ -137,26 +137,27 @@ def speak(url: str, key: str, request: SpeechRequest, write: Callable[[bytes], N
     return result
 
 
-def _error_detail(body: bytes) -> tuple[str, str | None]:
+def _error_message(body: bytes) -> str:
+    """The message of an OpenAI-shaped error, else the start of whatever the body is (a proxy's
+    or Cloud Run's own page)."""
     import json
 
     try:
-        error = json.loads(body)["error"]
-        return str(error["message"]), error.get("code")
+        return str(json.loads(body)["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        text = " ".join(body[:200].decode("utf-8", "replace").split())
-        return text or "no message", None
+        return " ".join(body[:200].decode("utf-8", "replace").split()) or "no message"
 
 
 def _request_hint(result: SayResult) -> str:
     return f"request id {result.request_id}: the frontend's log has the details"
 
 
-def _refused(status: int, body: bytes, result: SayResult, key_source: str) -> OrpheusError:
-    message, _code = _error_detail(body)
+def _refused(status: int, body: bytes, result: SayResult, key_from_secret: bool
+             ) -> OrpheusError:
+    message = _error_message(body)
     url = result.url
     if status == 401:
-        if key_source == "secret":
+        if key_from_secret:
             hint = ("the frontend runs with another key than the secret's latest version: "
                     "`orpheus deploy-frontend` picks the secret up again")
         else:

@@ -227,3 +227,19 @@ def test_a_player_that_fails_is_reported_and_the_file_is_kept(
     assert result.exit_code == 1
     assert "aplay could not play the audio (exit 1: " in result.stderr
     assert wav_samples(out.read_bytes(), streaming=False).size == FRAMES * SAMPLES_PER_FRAME
+
+
+def test_a_refused_key_from_the_secret_points_at_the_frontend() -> None:
+    """The key read from Secret Manager is the secret's latest version; the frontend took its
+    key when it started, so after a rotation without a redeploy the two differ."""
+    from orpheus_deploy.phases.say import SayResult, _refused
+
+    result = SayResult("https://fe.example", "wav", "tara", "say-1")
+    body = b'{"error": {"message": "incorrect API key provided"}}'
+    from_secret = _refused(401, body, result, key_from_secret=True)
+    assert from_secret.exit_code == 4 and "orpheus deploy-frontend" in str(from_secret.hint)
+    given = _refused(401, body, result, key_from_secret=False)
+    assert "omit --key to read it from the secret" in str(given.hint)
+    # Not the frontend's JSON (Cloud Run's own error page): the start of the page instead.
+    page = _refused(500, b"<html>\n  Server   Error</html>", result, key_from_secret=False)
+    assert page.message == "https://fe.example failed (500: <html> Server Error</html>)"

@@ -449,6 +449,7 @@ async function speak() {
     }
   } catch (err) {
     current.running = false;
+    if (take !== current) return; // replaced by a newer take: the page is about that one now
     if (current.controller.signal.aborted) {
       setStatus("stopped", "Stopped.");
     } else if (err instanceof ApiError) {
@@ -466,8 +467,10 @@ async function speak() {
   } finally {
     clearInterval(timer);
     current.running = false;
-    showMetrics(current);
-    ui.download.disabled = current.bytes === 0 || take !== current;
+    if (take === current) {
+      showMetrics(current);
+      ui.download.disabled = current.bytes === 0;
+    }
     updateSpeakButton();
   }
 }
