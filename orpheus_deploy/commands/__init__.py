@@ -38,6 +38,11 @@ def settings_for(ctx: typer.Context, **overrides: Any) -> Settings:
     return load_settings(options(ctx), **overrides)
 
 
+def not_implemented(command: str) -> None:
+    raise NotImplementedYet(f"`orpheus {command}` is not implemented yet",
+                            "it arrives in a later release of orpheus-deploy")
+
+
 def service_endpoint(ctx: typer.Context, url: str | None, key: str | None
                      ) -> tuple[str, str, bool]:
     """The frontend URL and an API key: the ones given, else the deployed service's URL (Cloud
@@ -55,8 +60,3 @@ def service_endpoint(ctx: typer.Context, url: str | None, key: str | None
     if key:
         return url, key, False
     return url, api_key_from_secret(settings, cloud), True
-
-
-def not_implemented(command: str) -> None:
-    raise NotImplementedYet(f"`orpheus {command}` is not implemented yet",
-                            "it arrives in a later release of orpheus-deploy")
