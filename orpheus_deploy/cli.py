@@ -29,6 +29,7 @@ from orpheus_deploy.commands import config as config_cmd
 from orpheus_deploy.commands import init as init_cmd
 from orpheus_deploy.commands import setup as setup_cmd
 from orpheus_deploy.commands import upload_model as upload_cmd
+from orpheus_deploy.commands.say import say as say_cmd
 from orpheus_deploy.config import GlobalOptions
 
 app = typer.Typer(
@@ -82,6 +83,7 @@ app.command("deploy-backend")(deploy.deploy_backend)
 app.command("deploy-frontend")(deploy.deploy_frontend)
 app.command("deploy")(deploy.deploy)
 app.command("test")(test.test)
+app.command("say")(say_cmd)
 app.command("plan")(plan.plan)
 app.command("status")(status.status)
 app.command("destroy")(destroy.destroy)

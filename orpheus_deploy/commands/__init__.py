@@ -2,7 +2,8 @@
 
 Helpers shared by all commands: :func:`options` (the GlobalOptions from the Typer context),
 :func:`ui_for` (the UI honouring --json/-v), :func:`settings_for` (load_settings with the global
-flags) and :func:`not_implemented`. No module here imports google.cloud at import time.
+flags), :func:`service_endpoint` (the frontend's URL and key, given or read from the cloud) and
+:func:`not_implemented`. No module here imports google.cloud at import time.
 """
 
 from __future__ import annotations
@@ -50,3 +51,22 @@ def check_key_file(path: Path | None) -> None:
 def not_implemented(command: str) -> None:
     raise NotImplementedYet(f"`orpheus {command}` is not implemented yet",
                             "it arrives in a later release of orpheus-deploy")
+
+
+def service_endpoint(ctx: typer.Context, url: str | None, key: str | None
+                     ) -> tuple[str, str, bool]:
+    """The frontend URL and an API key: the ones given, else the deployed service's URL (Cloud
+    Run) and the key's latest version (Secret Manager), read with the user's credentials. The
+    third value says whether the key came from the secret. Empty values count as not given."""
+    if url and key:
+        return url, key, False
+    from orpheus_deploy.gcp import Cloud
+    from orpheus_deploy.phases.smoke_test import api_key_from_secret, frontend_url
+
+    settings = settings_for(ctx)
+    cloud = Cloud(settings)
+    cloud.ensure_credentials()
+    url = url or frontend_url(settings, cloud)
+    if key:
+        return url, key, False
+    return url, api_key_from_secret(settings, cloud), True

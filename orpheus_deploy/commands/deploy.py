@@ -75,15 +75,18 @@ def deploy(
         if ui.json_mode:  # the log was not streamed: show the failing step's tail on stderr
             show_log_tail(ui, exc)
         raise
+    url = next((p.data.get("url") for p in result.phases if p.data.get("url")), None)
     if ui.json_mode:
-        ui.emit(result.as_dict())
+        ui.emit({**result.as_dict(), "playground_url": f"{url}/playground" if url else None})
         return
     if result.smoke is not None:
         from orpheus_deploy.commands.test import render
 
         render(ui, result.smoke)
-    url = next((p.data.get("url") for p in result.phases if p.data.get("url")), None)
     ui.success(f"Deployed: {url}" if url else "Deployed.")
+    if url:
+        ui.info(f"Try it: open {url}/playground in a browser (it asks for the key), or run "
+                '`orpheus say "Hello there <laugh>" --play`')
 
 
 def _nested_ui(ui: UI) -> UI:

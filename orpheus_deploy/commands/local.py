@@ -123,7 +123,8 @@ def up(
 def _show(ui: UI, stack: LocalStack, key: str, generated: bool) -> None:
     url = stack.url
     ui.emit({"url": url, "api_key": key, "backend_url": stack.backend_url,
-             "engine": stack.engine, "pids": stack.pids()})
+             "playground_url": f"{url}/playground", "engine": stack.engine,
+             "pids": stack.pids()})
     if ui.json_mode:
         return
     ui.success(f"Orpheus is running at {url} (engine: {stack.engine}; logs in "
@@ -131,6 +132,7 @@ def _show(ui: UI, stack: LocalStack, key: str, generated: bool) -> None:
     ui.out.print(f"URL: {url}", markup=False)
     ui.out.print(f"API key: {key}" + (" (generated; pass --api-key to choose one)"
                                       if generated else ""), markup=False)
+    ui.out.print(f"Playground: {url}/playground (in a browser, with the key)", markup=False)
     ui.out.print("Try it:", markup=False)
     ui.out.print(
         f"  curl -sS {url}/v1/audio/speech -H 'X-API-Key: {key}' "

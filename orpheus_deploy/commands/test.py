@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orpheus_deploy.commands import settings_for, ui_for
+from orpheus_deploy.commands import service_endpoint, ui_for
 
 if TYPE_CHECKING:
     from orpheus_deploy.ui import UI
@@ -26,14 +26,7 @@ def test(
     from orpheus_deploy.phases import smoke_test as phase
 
     ui = ui_for(ctx)
-    if url is None or key is None:
-        from orpheus_deploy.gcp import Cloud
-
-        settings = settings_for(ctx)
-        cloud = Cloud(settings)
-        cloud.ensure_credentials()
-        url = url or phase.frontend_url(settings, cloud)
-        key = key or phase.api_key_from_secret(settings, cloud)
+    url, key, _ = service_endpoint(ctx, url, key)
     from orpheus_deploy.gcp.policy import OperationPolicy
 
     # Right after a deploy the frontend's invoker binding on the backend may not apply yet:

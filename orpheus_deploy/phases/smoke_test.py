@@ -86,6 +86,7 @@ class WavInfo:
     channels: int
     bits: int
     data_bytes: int
+    data_offset: int = 44  # where the samples start (after the data chunk's header)
 
     @property
     def seconds(self) -> float:
@@ -115,7 +116,7 @@ def parse_wav(data: bytes) -> WavInfo:
             audio_format, channels, rate, _byte_rate, _align, bits = fmt
             if audio_format not in (1, 0xFFFE):
                 raise ValueError(f"not PCM (format {audio_format})")
-            return WavInfo(rate, channels, bits, n)
+            return WavInfo(rate, channels, bits, n, body)
         pos = body + size + (size & 1)
     raise ValueError("no data chunk")
 

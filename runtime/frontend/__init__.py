@@ -5,7 +5,9 @@ Run it with ``python -m runtime.frontend`` (the container's CMD); build the app 
 
 HTTP API
     POST /v1/audio/speech   {model, input, voice, response_format, speed, stream} -> audio
-    GET  /v1/audio/voices   GET /v1/models   GET /health (the only route without a key)
+    GET  /v1/audio/voices   GET /v1/audio/capabilities (formats, input limit, speed range)
+    GET  /v1/models         GET /health (the only API route without a key)
+    GET  /playground        the browser playground (static, no key; GET / redirects there)
     Keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Errors:
     ``{"error": {"message", "type", "param", "code"}}``. The key is checked before a /v1 body is
     read; bodies over max(1 MiB, 12 x ORPHEUS_MAX_INPUT_CHARS + 64 KiB) get 413. The status line

@@ -22,6 +22,7 @@ from runtime.frontend.egress import EgressCheck
 from runtime.frontend.errors import install_error_handlers
 from runtime.frontend.gate import RequestGate
 from runtime.frontend.logging_setup import install_request_id_stamp
+from runtime.frontend.playground import router as playground_router
 from runtime.frontend.routes import router
 from runtime.frontend.settings import Settings, load_settings
 from runtime.frontend.speech import SpeechService
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(playground_router)
     # Added first, so it runs inside the access log: refused requests are logged too.
     app.add_middleware(RequestGate)
     app.add_middleware(AccessLogMiddleware)

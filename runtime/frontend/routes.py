@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from runtime.codec.protocol import EMOTION_TAGS
+from runtime.codec.protocol import EMOTION_TAGS, SAMPLE_RATE
 from runtime.frontend.audio_response import AudioStreamResponse
 from runtime.frontend.auth import require_api_key
 from runtime.frontend.schemas import (
     ErrorResponse,
     ModelCard,
     ModelList,
+    SpeechCapabilities,
     SpeechRequest,
     VoiceInfo,
     VoiceList,
@@ -80,6 +81,15 @@ async def list_voices(request: Request) -> VoiceList:
     default = catalog.default.voices[0]
     return VoiceList(voices=[d.id for d in details], default=default,
                      emotion_tags=list(EMOTION_TAGS), details=details)
+
+
+@v1.get("/audio/capabilities", response_model=SpeechCapabilities)
+async def speech_capabilities(request: Request) -> SpeechCapabilities:
+    service = _service(request)
+    return SpeechCapabilities(formats=list(service.formats),
+                              default_format=service.settings.default_format,
+                              max_input_chars=service.settings.max_input_chars,
+                              sample_rate=SAMPLE_RATE)
 
 
 @v1.get("/models", response_model=ModelList)

@@ -8,6 +8,7 @@ __all__ = [
     "ErrorResponse",
     "ModelCard",
     "ModelList",
+    "SpeechCapabilities",
     "SpeechRequest",
     "VoiceInfo",
     "VoiceList",
@@ -64,6 +65,17 @@ class VoiceList(BaseModel):
     details: list[VoiceInfo] = Field(
         default_factory=list, description="Each voice with its language and model."
     )
+
+
+class SpeechCapabilities(BaseModel):
+    """What this deployment accepts in POST /v1/audio/speech (the playground reads it)."""
+
+    formats: list[str] = Field(description="response_format values this server can encode.")
+    default_format: str
+    max_input_chars: int = Field(description="Longest 'input' accepted, in characters.")
+    min_speed: float = MIN_SPEED
+    max_speed: float = MAX_SPEED
+    sample_rate: int = Field(description="Sample rate of wav and pcm audio (pcm: s16le, mono).")
 
 
 class ModelCard(BaseModel):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 COMMANDS = ["setup", "upload-model", "build", "deploy-backend", "deploy-frontend", "deploy",
-            "test", "plan", "status", "destroy", "local", "init", "config"]
+            "test", "say", "plan", "status", "destroy", "local", "init", "config"]
 
 
 def test_help_does_not_import_google_cloud():

@@ -118,6 +118,13 @@ def test_deploy_all_end_to_end_then_nothing_to_do(cloud: Any, run_cli: Any, mode
     assert [repr(c) for c in cloud.mutating_calls()] == []
     assert json.loads(second.stdout)["smoke_test"]["ok"] is True
 
+    # The end of the run says where to try it.
+    frontend_uri = cloud.services["run"].get("orpheus-frontend").uri
+    assert out["playground_url"] == f"{frontend_uri}/playground"
+    human = run_cli("deploy", "--all", "--model", str(model_file))
+    assert human.exit_code == 0, human.everything
+    assert f"Try it: open {frontend_uri}/playground in a browser" in human.stderr
+
 
 def test_failed_frontend_step_resumes_there(cloud: Any, run_cli: Any, model_file: Path,
                                             frontend_uri_hook: dict[str, Any]) -> None:

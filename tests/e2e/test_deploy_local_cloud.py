@@ -40,6 +40,7 @@ def test_setup_upload_build_deploy_test_redeploy_destroy(local_cloud: LocalCloud
     ok(lc.cli("--json", "build"))
     deployed = ok(lc.cli("--json", "deploy", "--all"))
     assert deployed["smoke_test"]["ok"] is True, deployed
+    assert deployed["playground_url"] == f"{lc.frontend_url}/playground"
 
     # The services report local URLs: each is a router in front of a running process.
     backend, frontend = lc.service("orpheus-backend"), lc.service("orpheus-frontend")

@@ -102,6 +102,9 @@ def test_start_command_serves_requests(image: FinalStage, tmp_path, fake_backend
             data = response.read()
         assert wav_samples(data, streaming=True).size == 10 * SAMPLES_PER_FRAME
         assert httpx.post(f"{base}/v1/audio/speech", json={"input": "x"}).status_code == 401
+        # The playground's files are in the image's layout (the Dockerfile's COPY).
+        for path in ("/playground", "/playground/playground.js", "/playground/playground.css"):
+            assert httpx.get(f"{base}{path}").status_code == 200, path
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -100,6 +100,10 @@ def test_local_up_speaks_and_ctrl_c_stops_everything(
     try:
         assert running.url == f"http://127.0.0.1:{port}"
         assert any(f"-H 'X-API-Key: {running.key}'" in line for line in running.output)
+        assert f"Playground: {running.url}/playground (in a browser, with the key)\n" \
+            in running.output
+        page = httpx.get(f"{running.url}/playground", timeout=30)
+        assert page.status_code == 200 and "Orpheus TTS playground" in page.text
         tree = psutil.Process(running.process.pid).children(recursive=True)
         commands = [" ".join(p.cmdline()) for p in tree]
         assert any("runtime.backend" in c for c in commands), commands

@@ -14,6 +14,15 @@
 //     { body: { text: "Hello <laugh> there", voice: "tara" } });
 //
 // The audio is streamed through as it is generated, so playback can start before the end.
+//
+// Try it against `orpheus local up` without Supabase (it imports nothing, so it runs offline):
+//
+//   ORPHEUS_URL=http://127.0.0.1:5005 ORPHEUS_API_KEY=<the key it printed> \
+//   DENO_SERVE_ADDRESS=tcp:127.0.0.1:8000 \
+//     deno run --allow-net=127.0.0.1 --allow-env=ORPHEUS_URL,ORPHEUS_API_KEY index.ts
+//   curl -sS 127.0.0.1:8000 -d '{"text": "Hello <laugh>"}' -o hello.wav
+//
+// (tests/examples/test_supabase_function.py does the same in CI, and `deno check`s it.)
 
 const ORPHEUS_URL = Deno.env.get("ORPHEUS_URL");
 const ORPHEUS_API_KEY = Deno.env.get("ORPHEUS_API_KEY");
