@@ -116,7 +116,9 @@ class _AudioPipeline:
         return self._emit(np.concatenate([pcm, self._joiner.end_segment()]))
 
     def finish(self) -> bytes:
-        out = self._emit(self._joiner.finish())
+        """Everything still held (an open segment's frames included), then the encoder's end."""
+        out = self.end_segment() if self._segment is not None else b""
+        out += self._emit(self._joiner.finish())
         if self._tempo is not None:
             out += self._emit(self._tempo.finish(), tempo=False)
         return out + self._encoder.finish()
@@ -153,6 +155,8 @@ class SpeechStream:
         self._done = False
         # Why the backend is being retried right now (None: it answered, or no retry yet).
         self._retrying: str | None = None
+        self._pipeline: _AudioPipeline | None = None  # made once the first frames arrive
+        self._queued = False  # audio bytes were handed to the response
 
     async def first(self) -> bytes:
         """The first audio bytes; raises APIError (502/503/504) if none come before the deadline."""
@@ -236,49 +240,66 @@ class SpeechStream:
                 making.exception()  # retrieved: a failure here was already reported another way
 
     async def _generate(self, making: asyncio.Future[_AudioPipeline]) -> None:
+        service = self._service
+        try:
+            for index in range(len(self._job.segments)):
+                await self._speak(index, making)
+        except APIError:
+            if self._pipeline is not None and self._queued:
+                # Audio has gone out, so the answer is a cut transfer: first send what the frames
+                # that did arrive decode to (the decoder's look-ahead, the join's held tail, the
+                # encoder's buffer), instead of dropping it with the connection.
+                await self._put(await service.call(self._priority(), self._pipeline.finish))
+            raise
+        assert self._pipeline is not None  # every segment brought audio, or _speak raised
+        await self._put(await service.call(self._priority(), self._pipeline.finish))
+
+    async def _speak(self, index: int, making: asyncio.Future[_AudioPipeline]) -> None:
+        """One text segment: its backend request, streamed into the pipeline."""
         service, job, stats = self._service, self._job, self.stats
-        pipeline: _AudioPipeline | None = None
-        for index, segment in enumerate(job.segments):
-            deadline = (
-                self._deadline if index == 0 else self._loop.time() + (service.settings.api_timeout)
-            )
-            parser = TokenStreamParser()
-            started = False
-            prompt = build_text_prompt(segment, job.voice)
-            stream = service.backend.stream_text(prompt, deadline, self._on_retry)
+        timeout = service.settings.api_timeout
+        deadline = self._deadline if index == 0 else self._loop.time() + timeout
+        parser = TokenStreamParser()
+        started = False
+        stream = service.backend.stream_text(
+            build_text_prompt(job.segments[index], job.voice), deadline, self._on_retry
+        )
+        try:
             async with contextlib.aclosing(stream) as texts:
                 async for text in texts:
                     frames = parser.feed(text)
                     if frames:
-                        if pipeline is None:
-                            pipeline = await making
+                        if self._pipeline is None:
+                            self._pipeline = await making
                         if not started:
-                            pipeline.begin_segment()
+                            self._pipeline.begin_segment()
                             started = True
                         stats.frames += len(frames)
-                        data = await service.call(self._priority(), pipeline.push, frames)
+                        data = await service.call(self._priority(), self._pipeline.push, frames)
                         await self._put(data)
                     if parser.ended:
                         break  # end of speech: closing the stream frees the backend slot
+        finally:
             parser.finish()
             stats.segments += 1
             stats.invalid_tokens += parser.invalid_tokens
             stats.dropped_tokens += parser.dropped_tokens
-            if started:
-                assert pipeline is not None
-                await self._put(await service.call(self._priority(), pipeline.end_segment))
-        if stats.frames == 0 or pipeline is None:
-            # Never a 200 with empty audio: a backend that answers without audio tokens is broken
-            # (wrong model, wrong prompt format) and the client must hear about it.
+        if not started:
+            # A segment without audio must not vanish from the answer (nor be the whole answer:
+            # never a 200 with empty audio). Before any audio this is a 502, after it a cut.
+            count = len(job.segments)
+            where = f" for segment {index + 1} of {count}" if count > 1 else ""
+            hint = "; is ORPHEUS_API_URL serving an Orpheus model?" if stats.frames == 0 else ""
             raise BackendError(
-                "the backend returned no audio tokens "
-                f"({stats.invalid_tokens} invalid, {stats.dropped_tokens} out of order); "
-                "is ORPHEUS_API_URL serving an Orpheus model?"
+                f"the backend returned no audio tokens{where} ({parser.invalid_tokens} invalid, "
+                f"{parser.dropped_tokens} out of order){hint}"
             )
-        await self._put(await service.call(self._priority(), pipeline.finish))
+        assert self._pipeline is not None
+        await self._put(await service.call(self._priority(), self._pipeline.end_segment))
 
     async def _put(self, data: bytes) -> None:
         if data:
+            self._queued = True
             await self._queue.put(data)
 
 
