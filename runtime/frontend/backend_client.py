@@ -105,11 +105,13 @@ class GenerationParams:
     top_p: float
     repetition_penalty: float
 
-    def payload(self, prompt: str) -> dict[str, Any]:
+    def payload(self, prompt: str, max_tokens: int | None = None) -> dict[str, Any]:
+        """The completions request; `max_tokens` (this segment's budget) is capped at the
+        configured one, which is what a backend slot has room for."""
         return {
             "model": self.model,
             "prompt": prompt,
-            "max_tokens": self.max_tokens,
+            "max_tokens": min(max_tokens or self.max_tokens, self.max_tokens),
             "temperature": self.temperature,
             "top_p": self.top_p,
             # llama.cpp's name; llama_cpp.server and llama-server both read `repeat_penalty`.
@@ -146,7 +148,8 @@ class BackendClient:
         return headers
 
     async def _open(self, prompt: str, deadline: float,
-                    on_retry: Callable[[str | None], None] | None = None) -> httpx.Response:
+                    on_retry: Callable[[str | None], None] | None = None,
+                    max_tokens: int | None = None) -> httpx.Response:
         """Send the request, retrying cold-start answers until `deadline` (loop time).
 
         ``on_retry`` hears why the backend is being retried (and None once it answers), so that
@@ -171,7 +174,7 @@ class BackendClient:
             request = self._http.build_request(
                 "POST",
                 self.url,
-                json=self.params.payload(prompt),
+                json=self.params.payload(prompt, max_tokens),
                 headers=await self._headers(),
                 timeout=timeout,
             )
@@ -226,13 +229,17 @@ class BackendClient:
 
     async def stream_text(self, prompt: str, deadline: float,
                           on_retry: Callable[[str | None], None] | None = None,
+                          *, max_tokens: int | None = None,
+                          on_finish: Callable[[str], None] | None = None,
                           ) -> AsyncGenerator[str, None]:
         """Yield the generated text pieces as the backend streams them.
 
+        `max_tokens` overrides the configured limit downwards (a segment's own budget);
+        `on_finish` hears the completion's `finish_reason` (``"length"``: it hit `max_tokens`).
         Closing the generator (a client that went away, a deadline) closes the HTTP response, which
         drops the connection, which makes llama.cpp stop generating for that slot.
         """
-        response = await self._open(prompt, deadline, on_retry)
+        response = await self._open(prompt, deadline, on_retry, max_tokens)
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # Some servers ignore `stream`; accept one JSON completion rather than fail.
@@ -244,6 +251,7 @@ class BackendClient:
                         f"the backend answered 200 with neither an event stream nor a JSON "
                         f"completion ({kind}): {raw[:100].decode('utf-8', 'replace')}"
                     )
+                _report_finish(body, on_finish)
                 text = _choice_text(body)
                 if text:
                     yield text
@@ -280,6 +288,7 @@ class BackendClient:
                     raise BackendError(f"the backend sent an unexpected event: {data[:100]}")
                 if "error" in event:
                     raise BackendError(f"the backend failed mid-stream: {_error_text(event)}")
+                _report_finish(event, on_finish)
                 text = _choice_text(event)
                 if text:
                     yield text
@@ -297,6 +306,18 @@ def _choice_text(event: dict[str, Any]) -> str:
         return str(event.get("content", ""))  # llama-server's native /completion shape
     first = choices[0] if isinstance(choices, list) else None
     return str(first.get("text") or "") if isinstance(first, dict) else ""
+
+
+def _report_finish(event: dict[str, Any], on_finish: Callable[[str], None] | None) -> None:
+    """Pass a completion's `finish_reason` on (OpenAI's field; llama.cpp's servers set it on the
+    last event: "stop" or "length")."""
+    choices = event.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    reason = first.get("finish_reason") if isinstance(first, dict) else None
+    if reason is None and "stop_type" in event:  # llama-server's native /completion shape
+        reason = "length" if event.get("stop_type") == "limit" else None
+    if on_finish is not None and isinstance(reason, str) and reason:
+        on_finish(reason)
 
 
 def _parse_json(text: str) -> Any:

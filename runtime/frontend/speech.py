@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from runtime.codec.prompt import UnknownVoiceError, build_text_prompt, validate_
 from runtime.codec.protocol import SAMPLE_RATE, Frame
 from runtime.codec.snac_onnx import SnacOnnxDecoder
 from runtime.codec.streaming import StreamingDecoder
-from runtime.codec.text_split import SegmentJoiner, split_text
+from runtime.codec.text_split import SegmentJoiner
+from runtime.codec.token_budget import plan_segments, token_budget
 from runtime.codec.tokens import TokenStreamParser
 from runtime.frontend.backend_client import BackendClient
 from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY, DecodePool
@@ -72,6 +74,7 @@ class SpeechStats:
     samples: int = 0  # after tempo: what the client hears
     invalid_tokens: int = 0
     dropped_tokens: int = 0
+    truncated_segments: int = 0  # segments that reached their max_tokens before end of speech
     outcome: str = "pending"  # complete | failed | aborted | cancelled
     error: str | None = None
 
@@ -85,6 +88,7 @@ class SpeechStats:
             "audio_seconds": round(self.samples / SAMPLE_RATE, 3),
             "invalid_tokens": self.invalid_tokens,
             "dropped_tokens": self.dropped_tokens,
+            "truncated_segments": self.truncated_segments,
             "outcome": self.outcome,
             **({"error": self.error} if self.error else {}),
         }
@@ -109,11 +113,12 @@ class _AudioPipeline:
         assert self._segment is not None
         return self._emit(self._joiner.push(self._segment.push(frames)))
 
-    def end_segment(self) -> bytes:
+    def end_segment(self, *, truncated: bool = False) -> bytes:
+        """`truncated`: the segment was cut by its token limit, mid-speech; it fades out."""
         assert self._segment is not None
         pcm = self._joiner.push(self._segment.flush())
         self._segment = None
-        return self._emit(np.concatenate([pcm, self._joiner.end_segment()]))
+        return self._emit(np.concatenate([pcm, self._joiner.end_segment(fade_out=truncated)]))
 
     def finish(self) -> bytes:
         """Everything still held (an open segment's frames included), then the encoder's end."""
@@ -261,8 +266,12 @@ class SpeechStream:
         deadline = self._deadline if index == 0 else self._loop.time() + timeout
         parser = TokenStreamParser()
         started = False
+        segment = job.segments[index]
+        limit = min(token_budget(segment), service.backend.params.max_tokens)
+        finish: list[str] = []
         stream = service.backend.stream_text(
-            build_text_prompt(job.segments[index], job.voice), deadline, self._on_retry
+            build_text_prompt(segment, job.voice), deadline, self._on_retry,
+            max_tokens=limit, on_finish=finish.append,
         )
         try:
             async with contextlib.aclosing(stream) as texts:
@@ -294,8 +303,22 @@ class SpeechStream:
                 f"the backend returned no audio tokens{where} ({parser.invalid_tokens} invalid, "
                 f"{parser.dropped_tokens} out of order){hint}"
             )
+        # Cut by the token limit rather than ended by the model: the text planned for it was
+        # not all spoken. Rare by construction (the limit allows slow speech); end it cleanly
+        # (faded out) and report it rather than fail the whole answer.
+        truncated = "length" in finish or (
+            not finish and not parser.ended and parser.tokens_seen >= limit
+        )
+        if truncated:
+            stats.truncated_segments += 1
+            log.warning(
+                "segment %d of %d reached its limit of %d tokens before the end of speech; "
+                "its audio is cut (raise ORPHEUS_MAX_TOKENS or lower ORPHEUS_SEGMENT_CHARS)",
+                index + 1, len(job.segments), limit,
+            )
         assert self._pipeline is not None
-        await self._put(await service.call(self._priority(), self._pipeline.end_segment))
+        end = functools.partial(self._pipeline.end_segment, truncated=truncated)
+        await self._put(await service.call(self._priority(), end))
 
     async def _put(self, data: bytes) -> None:
         if data:
@@ -369,7 +392,9 @@ class SpeechService:
                 param="instructions",
                 code="unsupported_parameter",
             )
-        segments = tuple(split_text(text, max_chars=settings.segment_chars))
+        # Short enough for the model to stay steady, and for each one's token budget to fit
+        # what a backend request may generate (ORPHEUS_MAX_TOKENS).
+        segments = tuple(plan_segments(text, settings.segment_chars, settings.max_tokens))
         return SpeechJob(
             segments=segments,
             voice=voice,

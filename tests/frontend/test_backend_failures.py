@@ -13,6 +13,7 @@ import pytest
 
 from tests.fixtures.fake_backend import Behavior
 from tests.frontend.audio import SAMPLES_PER_FRAME, pcm_samples
+from tests.frontend.logs import access_records
 
 BODY = {"model": "orpheus", "input": "Hello.", "voice": "tara", "response_format": "wav"}
 
@@ -276,10 +277,6 @@ def test_a_200_that_is_not_a_completion_is_502(frontend, fake_backend, body):
 
 TWO_SENTENCES = "This is the first sentence here. And this is the second one, also long."
 CROSSFADE = 480  # 20 ms at 24 kHz, one per join
-
-
-def access_records(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "orpheus.frontend.access"]
 
 
 @pytest.mark.parametrize(
