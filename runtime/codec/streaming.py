@@ -146,10 +146,11 @@ class StreamingDecoder:
             self._frames.extend(frames)
             self._total += len(frames)
             pieces = []
-            if self._head_pending and self._total >= HEAD_FRAMES:
+            if self._head_pending and (self._emitted > 0 or self._due() > 0):
+                self._head_pending = False  # the exact decode has begun, or begins now
+            elif self._head_pending and self._total >= HEAD_FRAMES:
                 self._head_pending = False
-                if self._due() == 0:  # (else the exact decode starts now: no head needed)
-                    pieces.append(self._head())
+                pieces.append(self._head())
             while (count := self._due()) > 0:
                 pieces.append(self._decode(count, final=False))
                 self._next_chunk = min(self._next_chunk * 2, self.chunk)
