@@ -14,7 +14,7 @@ Measured side by side in one run (these machines are noisy, so compare ratios, n
   auth, SSE parsing, thread hand-offs, encoding); target < 20 ms.
 * TTFB with the fast start (the default: first audio after 14 tokens) vs a second app process
   started with ORPHEUS_FAST_START=false (21 tokens, the previous behaviour), requests alternating
-  between the two.
+  between the two; and the same pair for the codec alone.
 * CPU seconds per second of audio: the app process vs the codec alone.
 * N concurrent streams: each stream's TTFB and its ratio to the single-stream TTFB (target <= 1.5x),
   and the app's peak RSS (target < 600 MiB).
@@ -51,11 +51,13 @@ TOKENS_PER_SECOND = 100.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def codec_alone(decoder: SnacOnnxDecoder, frames: int) -> tuple[float, float]:
+def codec_alone(
+    decoder: SnacOnnxDecoder, frames: int, fast_start: bool = True
+) -> tuple[float, float]:
     """(seconds to the first PCM, CPU seconds) for the token schedule the fake backend plays,
-    decoded as the app decodes a first segment (fast start)."""
+    decoded as the app decodes a first segment (by default with the fast start)."""
     tokens = audio_token_texts(frames)
-    stream = AudioStream(decoder, fast_start=True)
+    stream = AudioStream(decoder, fast_start=fast_start)
     cpu = time.process_time()
     start = time.perf_counter()
     first = None
@@ -96,6 +98,21 @@ def one_request(base: str, key: str, results: list[float], barrier: threading.Ba
                 size += len(chunk)
     assert first is not None and size > 0
     results.append(first)
+
+
+def burst(base: str, key: str, streams: int) -> list[float]:
+    """`streams` requests released at once; their times to first byte."""
+    results: list[float] = []
+    barrier = threading.Barrier(streams)
+    threads = [
+        threading.Thread(target=one_request, args=(base, key, results, barrier))
+        for _ in range(streams)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -153,14 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         app_ttfb: list[float] = []
         exact_ttfb: list[float] = []
         codec_ttfb: list[float] = []
+        codec_exact_ttfb: list[float] = []
         for _ in range(args.ttfb_repeats):
             codec_ttfb.append(codec_alone(decoder, args.ttfb_frames)[0])
+            codec_exact_ttfb.append(codec_alone(decoder, args.ttfb_frames, fast_start=False)[0])
             for url, out in ((base, app_ttfb), (exact_base, exact_ttfb)):
                 backend.script(
                     Behavior.stream(args.ttfb_frames, tokens_per_second=TOKENS_PER_SECOND)
                 )
                 one_request(url, key, out, None)
-        _stop(exact_app)
 
         # CPU per second of audio: whole utterances, interleaved the same way.
         codec_cpu: list[float] = []
@@ -173,19 +191,12 @@ def main(argv: list[str] | None = None) -> int:
 
         single = statistics.median(app_ttfb)
         single_rss = peak_rss_mib(app.pid)
-        concurrent: list[float] = []
-        barrier = threading.Barrier(args.streams)
-        threads = [
-            threading.Thread(target=one_request, args=(base, key, concurrent, barrier))
-            for _ in range(args.streams)
-        ]
         before = sum(proc.cpu_times()[:2])
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        concurrent = burst(base, key, args.streams)
         concurrent_cpu = sum(proc.cpu_times()[:2]) - before
         rss = peak_rss_mib(app.pid)
+        # The same burst without the fast start: its heads cost a 2-frame decode per stream.
+        concurrent_exact = burst(exact_base, key, args.streams)
     finally:
         _stop(app)
         _stop(exact_app)
@@ -206,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "ttfb_repeats": args.ttfb_repeats,
         "codec_ttfb_ms": round(codec_first * 1000, 1),
+        "codec_exact_start_ttfb_ms": round(statistics.median(codec_exact_ttfb) * 1000, 1),
         "app_ttfb_ms": round(single * 1000, 1),
         "app_ttfb_overhead_ms": round(overhead_ms, 1),
         "app_ttfb_overhead_ms_pairs": [round(p, 1) for p in pairs],
@@ -220,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrent_streams": args.streams,
         "concurrent_ttfb_ms": [round(t * 1000, 1) for t in sorted(concurrent)],
         "concurrent_worst_ttfb_ratio": round(worst_ratio, 2),
+        "concurrent_exact_start_ttfb_ms": [round(t * 1000, 1) for t in sorted(concurrent_exact)],
         "concurrent_app_cpu_s_per_audio_s": round(concurrent_cpu / (audio_s * args.streams), 4),
         # CPUs the codec alone needs to keep N streams at the backend's pace: above cpu_count the
         # machine is saturated and every stream (and its first chunk) waits for CPU.
