@@ -12,6 +12,9 @@ Measured side by side in one run (these machines are noisy, so compare ratios, n
 * time to first audio byte (TTFB) through the app vs the codec alone: `AudioStream` fed the same
   token schedule in-process, time to its first PCM. The difference is the app's overhead (HTTP,
   auth, SSE parsing, thread hand-offs, encoding); target < 20 ms.
+* TTFB with the fast start (the default: first audio after 14 tokens) vs a second app process
+  started with ORPHEUS_FAST_START=false (21 tokens, the previous behaviour), requests alternating
+  between the two; and the same pair for the codec alone.
 * CPU seconds per second of audio: the app process vs the codec alone.
 * N concurrent streams: each stream's TTFB and its ratio to the single-stream TTFB (target <= 1.5x),
   and the app's peak RSS (target < 600 MiB).
@@ -48,10 +51,13 @@ TOKENS_PER_SECOND = 100.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def codec_alone(decoder: SnacOnnxDecoder, frames: int) -> tuple[float, float]:
-    """(seconds to the first PCM, CPU seconds) for the token schedule the fake backend plays."""
+def codec_alone(
+    decoder: SnacOnnxDecoder, frames: int, fast_start: bool = True
+) -> tuple[float, float]:
+    """(seconds to the first PCM, CPU seconds) for the token schedule the fake backend plays,
+    decoded as the app decodes a first segment (by default with the fast start)."""
     tokens = audio_token_texts(frames)
-    stream = AudioStream(decoder)
+    stream = AudioStream(decoder, fast_start=fast_start)
     cpu = time.process_time()
     start = time.perf_counter()
     first = None
@@ -94,6 +100,21 @@ def one_request(base: str, key: str, results: list[float], barrier: threading.Ba
     results.append(first)
 
 
+def burst(base: str, key: str, streams: int) -> list[float]:
+    """`streams` requests released at once; their times to first byte."""
+    results: list[float] = []
+    barrier = threading.Barrier(streams)
+    threads = [
+        threading.Thread(target=one_request, args=(base, key, results, barrier))
+        for _ in range(streams)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -131,40 +152,33 @@ def main(argv: list[str] | None = None) -> int:
     backend = FakeBackend(Behavior.stream(args.frames, tokens_per_second=TOKENS_PER_SECOND))
     backend.start()
     key = "sk-bench-" + secrets.token_hex(8)
-    port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ORPHEUS_")},
-        "PORT": str(port),
-        "ORPHEUS_HOST": "127.0.0.1",
-        "API_KEY_SECRET": key,
-        "SNAC_MODEL_PATH": str(model),
-        "ORPHEUS_API_URL": backend.url,
-        "ORPHEUS_LOG_LEVEL": "INFO",  # as deployed: one access line per request
-    }
-    app = subprocess.Popen(
-        [sys.executable, "-m", "runtime.frontend"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    app, base = _start_app(model, backend.url, key)
+    exact_app, exact_base = _start_app(model, backend.url, key, ORPHEUS_FAST_START="false")
     try:
         _wait_ready(base, app)
+        _wait_ready(exact_base, exact_app)
         proc = psutil.Process(app.pid)
         decoder = SnacOnnxDecoder(model, threads=1)
         # Warm-up: first requests pay for lazy imports, connection set-up, ONNX allocations.
         codec_alone(decoder, 4)
         one_request(base, key, [], None)
+        one_request(exact_base, key, [], None)
 
-        # Time to first byte: many short utterances (only the first 21 tokens matter), each app
-        # request right after a codec-alone run so that drift hits both alike.
+        # Time to first byte: many short utterances (only the first 14 or 21 tokens matter),
+        # the codec alone, the app and the app without fast start in turn, so that drift hits
+        # all alike.
         app_ttfb: list[float] = []
+        exact_ttfb: list[float] = []
         codec_ttfb: list[float] = []
+        codec_exact_ttfb: list[float] = []
         for _ in range(args.ttfb_repeats):
             codec_ttfb.append(codec_alone(decoder, args.ttfb_frames)[0])
-            backend.script(Behavior.stream(args.ttfb_frames, tokens_per_second=TOKENS_PER_SECOND))
-            one_request(base, key, app_ttfb, None)
+            codec_exact_ttfb.append(codec_alone(decoder, args.ttfb_frames, fast_start=False)[0])
+            for url, out in ((base, app_ttfb), (exact_base, exact_ttfb)):
+                backend.script(
+                    Behavior.stream(args.ttfb_frames, tokens_per_second=TOKENS_PER_SECOND)
+                )
+                one_request(url, key, out, None)
 
         # CPU per second of audio: whole utterances, interleaved the same way.
         codec_cpu: list[float] = []
@@ -177,25 +191,15 @@ def main(argv: list[str] | None = None) -> int:
 
         single = statistics.median(app_ttfb)
         single_rss = peak_rss_mib(app.pid)
-        concurrent: list[float] = []
-        barrier = threading.Barrier(args.streams)
-        threads = [
-            threading.Thread(target=one_request, args=(base, key, concurrent, barrier))
-            for _ in range(args.streams)
-        ]
         before = sum(proc.cpu_times()[:2])
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        concurrent = burst(base, key, args.streams)
         concurrent_cpu = sum(proc.cpu_times()[:2]) - before
         rss = peak_rss_mib(app.pid)
+        # The same burst without the fast start: its heads cost a 2-frame decode per stream.
+        concurrent_exact = burst(exact_base, key, args.streams)
     finally:
-        app.send_signal(signal.SIGTERM)
-        try:
-            app.wait(20)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        _stop(app)
+        _stop(exact_app)
         backend.stop()
 
     codec_first = statistics.median(codec_ttfb)
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     # cancels most of the machine's drift.
     pairs = [(a - c) * 1000 for a, c in zip(app_ttfb, codec_ttfb, strict=True)]
     overhead_ms = statistics.median(pairs)
+    saved = [(e - a) * 1000 for a, e in zip(app_ttfb, exact_ttfb, strict=True)]
     worst_ratio = max(concurrent) / single
     result = {
         "snac": "tiny" if args.tiny else "real-24khz-architecture-random-weights",
@@ -212,9 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "ttfb_repeats": args.ttfb_repeats,
         "codec_ttfb_ms": round(codec_first * 1000, 1),
+        "codec_exact_start_ttfb_ms": round(statistics.median(codec_exact_ttfb) * 1000, 1),
         "app_ttfb_ms": round(single * 1000, 1),
         "app_ttfb_overhead_ms": round(overhead_ms, 1),
         "app_ttfb_overhead_ms_pairs": [round(p, 1) for p in pairs],
+        "app_exact_start_ttfb_ms": round(statistics.median(exact_ttfb) * 1000, 1),
+        "fast_start_saves_ms": round(statistics.median(saved), 1),
+        "fast_start_ttfb_ratio": round(single / statistics.median(exact_ttfb), 2),
         "codec_cpu_s_per_audio_s": round(statistics.median(codec_cpu) / audio_s, 4),
         "app_cpu_s_per_audio_s": round(statistics.median(app_cpu) / audio_s, 4),
         "app_vs_codec_cpu_ratio": round(
@@ -223,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrent_streams": args.streams,
         "concurrent_ttfb_ms": [round(t * 1000, 1) for t in sorted(concurrent)],
         "concurrent_worst_ttfb_ratio": round(worst_ratio, 2),
+        "concurrent_exact_start_ttfb_ms": [round(t * 1000, 1) for t in sorted(concurrent_exact)],
         "concurrent_app_cpu_s_per_audio_s": round(concurrent_cpu / (audio_s * args.streams), 4),
         # CPUs the codec alone needs to keep N streams at the backend's pace: above cpu_count the
         # machine is saturated and every stream (and its first chunk) waits for CPU.
@@ -246,6 +256,41 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(result))
     return 0
+
+
+def _start_app(
+    model: Path, backend_url: str, key: str, **settings: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The app as its container runs it, in a child process; (process, base URL)."""
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ORPHEUS_")},
+        "PORT": str(port),
+        "ORPHEUS_HOST": "127.0.0.1",
+        "API_KEY_SECRET": key,
+        "SNAC_MODEL_PATH": str(model),
+        "ORPHEUS_API_URL": backend_url,
+        "ORPHEUS_LOG_LEVEL": "INFO",  # as deployed: one access line per request
+        **settings,
+    }
+    app = subprocess.Popen(
+        [sys.executable, "-m", "runtime.frontend"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    return app, f"http://127.0.0.1:{port}"
+
+
+def _stop(app: subprocess.Popen[bytes]) -> None:
+    if app.poll() is not None:
+        return
+    app.send_signal(signal.SIGTERM)
+    try:
+        app.wait(20)
+    except subprocess.TimeoutExpired:
+        app.kill()
 
 
 def _free_port() -> int:

@@ -16,6 +16,17 @@ Both follow one schedule: the first decode once ``first_chunk + context`` frames
 than due decodes them together (up to `chunk` per call), so bursts cost fewer calls. At the start
 and the end the whole-utterance decode sees zero padding, and so do these, so the edges match too.
 After `flush()` exactly 2048 samples per pushed frame have been returned.
+
+Fast start (``fast_start=True``): an output sample depends on the codes up to 2.1 frames after it
+(measured on the real 24 kHz architecture: with n frames in, samples up to n - 2.1 frames match a
+whole decode to float rounding), so exact audio cannot begin before 3 frames. With only 2 frames
+(14 tokens) in, those 2 are decoded as if the utterance ended there and the first `HEAD_SAMPLES`
+(1024, 43 ms) go out at once; near the start they are close to the exact decode, the error growing
+towards the unknown right edge. When the exact decode reaches them, it takes over through a
+`HEAD_BLEND`-sample (21 ms) linear crossfade from the approximate samples, so the boundary adds no
+step (a click). Over those 1536 samples the output stays within 3% of the signal RMS of the exact
+decode (worst of 340 random utterances: 2.7%; bench/decode), and after them it equals the exact
+decode to one int16 step.
 """
 
 from __future__ import annotations
@@ -38,6 +49,13 @@ DEFAULT_FIRST_CHUNK = 1
 DEFAULT_CHUNK_EXACT = 4
 DEFAULT_CHUNK_WINDOWED = 32
 DEFAULT_CONTEXT = 2
+# Fast start (module docstring): frames in before the approximate head, the samples it sends, and
+# the crossfade into the exact decode. Chosen by measuring the 2-frame decode against the whole
+# decode on the real architecture: its error is about 1-2% of RMS over the first 1024 samples,
+# 2-3% up to 1536, then grows fast (about 10% at 2048, 100% at the edge).
+HEAD_FRAMES = 2
+HEAD_SAMPLES = 1024
+HEAD_BLEND = 512
 
 
 class FrameDecoder(Protocol):
@@ -61,7 +79,8 @@ class StreamingDecoder:
     once and the result equals the whole-utterance decode (to float rounding); otherwise chunks
     are decoded with `context` frames on each side as described in the module docstring. Both
     follow the same schedule: the first decode once ``first_chunk + context`` frames are in (and
-    at least what the step graph needs), then chunks doubling up to `chunk` frames.
+    at least what the step graph needs), then chunks doubling up to `chunk` frames. With
+    `fast_start`, an approximate head goes out after `HEAD_FRAMES` frames (module docstring).
     """
 
     def __init__(
@@ -72,6 +91,7 @@ class StreamingDecoder:
         chunk: int | None = None,
         context: int = DEFAULT_CONTEXT,
         exact: bool = True,
+        fast_start: bool = False,
     ) -> None:
         open_stream = getattr(decoder, "open_stream", None) if exact else None
         self._stream: SnacStream | None = open_stream() if open_stream else None
@@ -91,6 +111,10 @@ class StreamingDecoder:
         self._next_chunk = first_chunk
         self._flushed = False
         self._samples = 0  # samples returned so far
+        self._head_pending = fast_start  # the head may still be sent (nothing decoded yet)
+        self._decoded = 0  # samples the exact (or windowed) decode has produced
+        self._skip = 0  # its first samples, already sent as the head
+        self._head_tail = np.zeros(0, dtype=np.float32)  # the head's samples to crossfade from
 
     @property
     def exact(self) -> bool:
@@ -111,6 +135,11 @@ class StreamingDecoder:
     def samples_emitted(self) -> int:
         return self._samples
 
+    @property
+    def head_sent(self) -> bool:
+        """True once an approximate head went out (fast start)."""
+        return self._skip > 0
+
     def push(self, frames: Sequence[Frame]) -> np.ndarray:
         """Add frames; return the int16 samples that are final now (maybe none)."""
         with self._lock:
@@ -119,6 +148,11 @@ class StreamingDecoder:
             self._frames.extend(frames)
             self._total += len(frames)
             pieces = []
+            if self._head_pending and (self._emitted > 0 or self._due() > 0):
+                self._head_pending = False  # the exact decode has begun, or begins now
+            elif self._head_pending and self._total >= HEAD_FRAMES:
+                self._head_pending = False
+                pieces.append(self._head())
             while (count := self._due()) > 0:
                 pieces.append(self._decode(count, final=False))
                 self._next_chunk = min(self._next_chunk * 2, self.chunk)
@@ -136,6 +170,32 @@ class StreamingDecoder:
             if self._stream is not None or self._emitted < self._total:
                 pieces.append(self._decode(self._total - self._emitted, final=True))
             return np.concatenate(pieces) if pieces else _EMPTY
+
+    def _head(self) -> np.ndarray:
+        """The first frames decoded as if the utterance ended there: send the start, keep the
+        next samples to crossfade from."""
+        approx = np.asarray(self._decoder.decode(self._frames[:HEAD_FRAMES]), dtype=np.float32)
+        self._skip = HEAD_SAMPLES
+        self._head_tail = approx[HEAD_SAMPLES : HEAD_SAMPLES + HEAD_BLEND]
+        head = to_int16(approx[:HEAD_SAMPLES])
+        self._samples += head.shape[0]
+        return head
+
+    def _after_head(self, audio: np.ndarray) -> np.ndarray:
+        """The exact decode's new samples, less those the head already sent, crossfaded in from
+        the head over the next `HEAD_BLEND` samples."""
+        start = self._decoded
+        self._decoded += audio.shape[0]
+        if self._skip == 0 or start >= self._skip + self._head_tail.shape[0]:
+            return audio
+        audio = audio[max(0, self._skip - start) :]
+        offset = max(0, start - self._skip)  # where this piece starts inside the blend
+        count = min(audio.shape[0], self._head_tail.shape[0] - offset)
+        if count > 0:
+            weight = (np.arange(offset, offset + count, dtype=np.float32) + 0.5) / HEAD_BLEND
+            blended = self._head_tail[offset : offset + count] * (1 - weight)
+            audio = np.concatenate([blended + audio[:count] * weight, audio[count:]])
+        return audio
 
     def _step_limit(self) -> int:
         """Most frames per decode: `chunk`, except that the step graph's first step may need
@@ -176,6 +236,7 @@ class StreamingDecoder:
         if drop > 0:
             del self._frames[:drop]
             self._base += drop
+        audio = self._after_head(audio)
         self._samples += audio.shape[0]
         return to_int16(audio)
 

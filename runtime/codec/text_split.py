@@ -79,6 +79,11 @@ def _mix(tail: np.ndarray, head: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
 
 
+def _fade_out(tail: np.ndarray) -> np.ndarray:
+    weight = 1.0 - (np.arange(tail.shape[0], dtype=np.float32) + 0.5) / tail.shape[0]
+    return np.rint(tail.astype(np.float32) * weight).astype(np.int16)
+
+
 def join_overlap(crossfade: int, left_len: int, right_len: int) -> int:
     """Samples shared by two consecutive non-empty segments: never more than half of either, so a
     segment's head and tail crossfades cannot overlap."""
@@ -139,8 +144,12 @@ class SegmentJoiner:
             self._cur = self._cur[self._cur.size - keep :]
             return np.concatenate(out)
 
-    def end_segment(self) -> np.ndarray:
+    def end_segment(self, *, fade_out: bool = False) -> np.ndarray:
+        """The current segment is complete. `fade_out`: it stops mid-sound (cut short), so its
+        held tail fades to silence over the crossfade length before any join."""
         with self._lock:
+            if fade_out and self._cur.size:
+                self._cur = _fade_out(self._cur)
             return self._end_segment()
 
     def finish(self) -> np.ndarray:

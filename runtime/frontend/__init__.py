@@ -26,7 +26,10 @@ Environment (design section 3 names first; the rest are optional tuning)
     ORPHEUS_API_KEY_REFRESH_S       how stale the keys read from API_KEY_FILE may get       30
     ORPHEUS_MODEL_NAME              model name sent to the backend and listed           orpheus
     ORPHEUS_TEMPERATURE, ORPHEUS_TOP_P, ORPHEUS_REPETITION_PENALTY: sampling, 0.6 / 0.9 / 1.1
-    ORPHEUS_MAX_TOKENS              tokens per backend request (per text segment)       4096
+    ORPHEUS_MAX_TOKENS              most tokens one backend request may generate (the   4096
+                                    slot's room); each segment asks for what its text
+                                    needs at a slow 5 chars/s, and text is split finer
+                                    where that would not fit
     ORPHEUS_API_TIMEOUT             seconds to the first audio (retries included), and  120
                                     the longest silence tolerated mid-stream
     SNAC_MODEL_PATH                 required; the SNAC 24 kHz decoder in ONNX form
@@ -41,6 +44,9 @@ Environment (design section 3 names first; the rest are optional tuning)
                                     in OpenAI's API (wav, pcm, mp3, opus, flac, aac)
     ORPHEUS_DECODE_WORKERS          threads for decoding/encoding (shared by requests)  CPUs
     ORPHEUS_ONNX_THREADS            ONNX Runtime threads per decode call                1
+    ORPHEUS_FAST_START              first audio after 14 tokens, its first 43 ms        true
+                                    approximate (within 3% of RMS); false: after 21,
+                                    all exact
     ORPHEUS_BACKEND_AUDIENCE        ID token audience if not the backend's origin       (origin)
     ORPHEUS_RETRY_INITIAL_BACKOFF / ORPHEUS_RETRY_MAX_BACKOFF   cold-start retries (s)   0.5 / 8
     ORPHEUS_LOG_LEVEL               log level of the JSON logs on stdout                INFO

@@ -111,12 +111,15 @@ class GenerationParams:
     top_p: float
     repetition_penalty: float
 
-    def payload(self, prompt: str, model: str | None = None) -> dict[str, Any]:
+    def payload(self, prompt: str, max_tokens: int | None = None,
+                model: str | None = None) -> dict[str, Any]:
+        """The completions request; `max_tokens` (this segment's budget) is capped at the
+        configured one, which is what a backend slot has room for."""
         return {
             # llama-server's router serves each request with the model named here.
             "model": model or self.model,
             "prompt": prompt,
-            "max_tokens": self.max_tokens,
+            "max_tokens": min(max_tokens or self.max_tokens, self.max_tokens),
             "temperature": self.temperature,
             "top_p": self.top_p,
             # llama.cpp's name; llama_cpp.server and llama-server both read `repeat_penalty`.
@@ -154,7 +157,7 @@ class BackendClient:
 
     async def _open(self, prompt: str, deadline: float,
                     on_retry: Callable[[str | None], None] | None = None,
-                    model: str | None = None) -> httpx.Response:
+                    max_tokens: int | None = None, model: str | None = None) -> httpx.Response:
         """Send the request, retrying cold-start answers until `deadline` (loop time).
 
         ``on_retry`` hears why the backend is being retried (and None once it answers), so that
@@ -183,7 +186,7 @@ class BackendClient:
             request = self._http.build_request(
                 "POST",
                 self.url,
-                json=self.params.payload(prompt, model),
+                json=self.params.payload(prompt, max_tokens, model),
                 headers=await self._headers(),
                 timeout=timeout,
             )
@@ -245,14 +248,19 @@ class BackendClient:
 
     async def stream_text(self, prompt: str, deadline: float,
                           on_retry: Callable[[str | None], None] | None = None,
-                          model: str | None = None) -> AsyncGenerator[str, None]:
+                          *, max_tokens: int | None = None,
+                          on_finish: Callable[[str], None] | None = None,
+                          model: str | None = None,
+                          ) -> AsyncGenerator[str, None]:
         """Yield the generated text pieces as the backend streams them (``model``: the one to
         ask a router for; default: ``params.model``).
 
+        `max_tokens` overrides the configured limit downwards (a segment's own budget);
+        `on_finish` hears the completion's `finish_reason` (``"length"``: it hit `max_tokens`).
         Closing the generator (a client that went away, a deadline) closes the HTTP response, which
         drops the connection, which makes llama.cpp stop generating for that slot.
         """
-        response = await self._open(prompt, deadline, on_retry, model)
+        response = await self._open(prompt, deadline, on_retry, max_tokens, model)
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # Some servers ignore `stream`; accept one JSON completion rather than fail.
@@ -264,6 +272,7 @@ class BackendClient:
                         f"the backend answered 200 with neither an event stream nor a JSON "
                         f"completion ({kind}): {raw[:100].decode('utf-8', 'replace')}"
                     )
+                _report_finish(body, on_finish)
                 text = _choice_text(body)
                 if text:
                     yield text
@@ -300,6 +309,7 @@ class BackendClient:
                     raise BackendError(f"the backend sent an unexpected event: {data[:100]}")
                 if "error" in event:
                     raise BackendError(f"the backend failed mid-stream: {_error_text(event)}")
+                _report_finish(event, on_finish)
                 text = _choice_text(event)
                 if text:
                     yield text
@@ -335,6 +345,18 @@ def _choice_text(event: dict[str, Any]) -> str:
         return str(event.get("content", ""))  # llama-server's native /completion shape
     first = choices[0] if isinstance(choices, list) else None
     return str(first.get("text") or "") if isinstance(first, dict) else ""
+
+
+def _report_finish(event: dict[str, Any], on_finish: Callable[[str], None] | None) -> None:
+    """Pass a completion's `finish_reason` on (OpenAI's field; llama.cpp's servers set it on the
+    last event: "stop" or "length")."""
+    choices = event.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    reason = first.get("finish_reason") if isinstance(first, dict) else None
+    if reason is None and "stop_type" in event:  # llama-server's native /completion shape
+        reason = "length" if event.get("stop_type") == "limit" else None
+    if on_finish is not None and isinstance(reason, str) and reason:
+        on_finish(reason)
 
 
 def _parse_json(text: str) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from runtime.codec.prompt import DEFAULT_PROMPT_TEMPLATE, UnknownVoiceError, bui
 from runtime.codec.protocol import SAMPLE_RATE, Frame
 from runtime.codec.snac_onnx import SnacOnnxDecoder
 from runtime.codec.streaming import StreamingDecoder
-from runtime.codec.text_split import SegmentJoiner, split_text
+from runtime.codec.text_split import SegmentJoiner
+from runtime.codec.token_budget import plan_segments, token_budget
 from runtime.codec.tokens import TokenStreamParser
 from runtime.frontend.backend_client import BackendClient
 from runtime.frontend.catalog import ModelCatalog
@@ -77,6 +79,7 @@ class SpeechStats:
     samples: int = 0  # after tempo: what the client hears
     invalid_tokens: int = 0
     dropped_tokens: int = 0
+    truncated_segments: int = 0  # segments that reached their max_tokens before end of speech
     outcome: str = "pending"  # complete | failed | aborted | cancelled
     error: str | None = None
     # Set when the backend's router had to load the model for this request (model_status.py).
@@ -94,6 +97,7 @@ class SpeechStats:
             "audio_seconds": round(self.samples / SAMPLE_RATE, 3),
             "invalid_tokens": self.invalid_tokens,
             "dropped_tokens": self.dropped_tokens,
+            "truncated_segments": self.truncated_segments,
             "outcome": self.outcome,
             **({"error": self.error} if self.error else {}),
             **({"model_was": self.model_was, "model_load_ms": self.model_load_ms}
@@ -113,21 +117,26 @@ class _AudioPipeline:
         self._segment: StreamingDecoder | None = None
         self._stats = stats
 
-    def begin_segment(self) -> None:
-        self._segment = StreamingDecoder(self._decoder)
+    def begin_segment(self, *, fast_start: bool = False) -> None:
+        """`fast_start`: send an approximate first 43 ms after 2 frames (runtime.codec.streaming);
+        worth it only where the listener waits, i.e. for the first segment."""
+        self._segment = StreamingDecoder(self._decoder, fast_start=fast_start)
 
     def push(self, frames: Sequence[Frame]) -> bytes:
         assert self._segment is not None
         return self._emit(self._joiner.push(self._segment.push(frames)))
 
-    def end_segment(self) -> bytes:
+    def end_segment(self, *, truncated: bool = False) -> bytes:
+        """`truncated`: the segment was cut by its token limit, mid-speech; it fades out."""
         assert self._segment is not None
         pcm = self._joiner.push(self._segment.flush())
         self._segment = None
-        return self._emit(np.concatenate([pcm, self._joiner.end_segment()]))
+        return self._emit(np.concatenate([pcm, self._joiner.end_segment(fade_out=truncated)]))
 
     def finish(self) -> bytes:
-        out = self._emit(self._joiner.finish())
+        """Everything still held (an open segment's frames included), then the encoder's end."""
+        out = self.end_segment() if self._segment is not None else b""
+        out += self._emit(self._joiner.finish())
         if self._tempo is not None:
             out += self._emit(self._tempo.finish(), tempo=False)
         return out + self._encoder.finish()
@@ -164,6 +173,9 @@ class SpeechStream:
         self._done = False
         # Why the backend is being retried right now (None: it answered, or no retry yet).
         self._retrying: str | None = None
+        self._pipeline: _AudioPipeline | None = None  # made once the first frames arrive
+        self._queued = False  # audio bytes were handed to the response
+        self._load: LoadWatch | None = None  # a routed model's first token, for the access log
 
     async def first(self) -> bytes:
         """The first audio bytes; raises APIError (502/503/504) if none come before the deadline."""
@@ -247,58 +259,94 @@ class SpeechStream:
                 making.exception()  # retrieved: a failure here was already reported another way
 
     async def _generate(self, making: asyncio.Future[_AudioPipeline]) -> None:
-        service, job, stats = self._service, self._job, self.stats
-        pipeline: _AudioPipeline | None = None
+        service, job = self._service, self._job
         routed = service.catalog.routed
         # Several models: the router may have to load this one first (said in the access log).
-        load = LoadWatch(service.model_status, job.model, stats) if routed else None
-        for index, segment in enumerate(job.segments):
-            deadline = (
-                self._deadline if index == 0 else self._loop.time() + (service.settings.api_timeout)
-            )
-            parser = TokenStreamParser()
-            started = False
-            prompt = build_text_prompt(segment, job.voice, job.prompt)
-            stream = service.backend.stream_text(prompt, deadline, self._on_retry,
-                                                 model=job.model if routed else None)
+        self._load = LoadWatch(service.model_status, job.model, self.stats) if routed else None
+        try:
+            for index in range(len(job.segments)):
+                await self._speak(index, making)
+        except APIError:
+            if self._pipeline is not None and self._queued:
+                # Audio has gone out, so the answer is a cut transfer: first send what the frames
+                # that did arrive decode to (the decoder's look-ahead, the join's held tail, the
+                # encoder's buffer), instead of dropping it with the connection.
+                await self._put(await service.call(self._priority(), self._pipeline.finish))
+            raise
+        if routed:
+            service.model_status.served(job.model)
+        assert self._pipeline is not None  # every segment brought audio, or _speak raised
+        await self._put(await service.call(self._priority(), self._pipeline.finish))
+
+    async def _speak(self, index: int, making: asyncio.Future[_AudioPipeline]) -> None:
+        """One text segment: its backend request, streamed into the pipeline."""
+        service, job, stats = self._service, self._job, self.stats
+        timeout = service.settings.api_timeout
+        deadline = self._deadline if index == 0 else self._loop.time() + timeout
+        parser = TokenStreamParser()
+        started = False
+        segment = job.segments[index]
+        limit = min(token_budget(segment), service.backend.params.max_tokens)
+        finish: list[str] = []
+        stream = service.backend.stream_text(
+            build_text_prompt(segment, job.voice, job.prompt), deadline, self._on_retry,
+            max_tokens=limit, on_finish=finish.append,
+            model=job.model if service.catalog.routed else None,
+        )
+        try:
             async with contextlib.aclosing(stream) as texts:
                 async for text in texts:
-                    if load is not None:
-                        load.first_token()
-                        load = None
+                    if self._load is not None:
+                        self._load.first_token()
+                        self._load = None
                     frames = parser.feed(text)
                     if frames:
-                        if pipeline is None:
-                            pipeline = await making
+                        if self._pipeline is None:
+                            self._pipeline = await making
                         if not started:
-                            pipeline.begin_segment()
+                            fast = index == 0 and service.settings.fast_start
+                            self._pipeline.begin_segment(fast_start=fast)
                             started = True
                         stats.frames += len(frames)
-                        data = await service.call(self._priority(), pipeline.push, frames)
+                        data = await service.call(self._priority(), self._pipeline.push, frames)
                         await self._put(data)
                     if parser.ended:
                         break  # end of speech: closing the stream frees the backend slot
+        finally:
             parser.finish()
             stats.segments += 1
             stats.invalid_tokens += parser.invalid_tokens
             stats.dropped_tokens += parser.dropped_tokens
-            if started:
-                assert pipeline is not None
-                await self._put(await service.call(self._priority(), pipeline.end_segment))
-        if routed:
-            service.model_status.served(job.model)
-        if stats.frames == 0 or pipeline is None:
-            # Never a 200 with empty audio: a backend that answers without audio tokens is broken
-            # (wrong model, wrong prompt format) and the client must hear about it.
+        if not started:
+            # A segment without audio must not vanish from the answer (nor be the whole answer:
+            # never a 200 with empty audio). Before any audio this is a 502, after it a cut.
+            count = len(job.segments)
+            where = f" for segment {index + 1} of {count}" if count > 1 else ""
+            hint = "; is ORPHEUS_API_URL serving an Orpheus model?" if stats.frames == 0 else ""
             raise BackendError(
-                "the backend returned no audio tokens "
-                f"({stats.invalid_tokens} invalid, {stats.dropped_tokens} out of order); "
-                "is ORPHEUS_API_URL serving an Orpheus model?"
+                f"the backend returned no audio tokens{where} ({parser.invalid_tokens} invalid, "
+                f"{parser.dropped_tokens} out of order){hint}"
             )
-        await self._put(await service.call(self._priority(), pipeline.finish))
+        # Cut by the token limit rather than ended by the model: the text planned for it was
+        # not all spoken. Rare by construction (the limit allows slow speech); end it cleanly
+        # (faded out) and report it rather than fail the whole answer.
+        truncated = "length" in finish or (
+            not finish and not parser.ended and parser.tokens_seen >= limit
+        )
+        if truncated:
+            stats.truncated_segments += 1
+            log.warning(
+                "segment %d of %d reached its limit of %d tokens before the end of speech; "
+                "its audio is cut (raise ORPHEUS_MAX_TOKENS or lower ORPHEUS_SEGMENT_CHARS)",
+                index + 1, len(job.segments), limit,
+            )
+        assert self._pipeline is not None
+        end = functools.partial(self._pipeline.end_segment, truncated=truncated)
+        await self._put(await service.call(self._priority(), end))
 
     async def _put(self, data: bytes) -> None:
         if data:
+            self._queued = True
             await self._queue.put(data)
 
 
@@ -384,7 +432,9 @@ class SpeechService:
                 param="instructions",
                 code="unsupported_parameter",
             )
-        segments = tuple(split_text(text, max_chars=settings.segment_chars))
+        # Short enough for the model to stay steady, and for each one's token budget to fit
+        # what a backend request may generate (ORPHEUS_MAX_TOKENS).
+        segments = tuple(plan_segments(text, settings.segment_chars, settings.max_tokens))
         return SpeechJob(
             segments=segments,
             voice=voice,

@@ -17,6 +17,7 @@ from runtime.codec import (
     frame_to_token_text,
     to_int16,
 )
+from runtime.codec.streaming import HEAD_BLEND, HEAD_SAMPLES
 
 
 def random_frames(count: int, seed: int) -> list[tuple[int, ...]]:
@@ -91,22 +92,36 @@ def test_windowed_stream_matches_the_whole_decode_within_1e3_of_rms(windowed_dec
     sizes=st.lists(st.integers(min_value=0, max_value=9), min_size=1, max_size=12),
     first_chunk=st.integers(min_value=1, max_value=3),
     chunk=st.integers(min_value=1, max_value=8),
-    context=st.integers(min_value=2, max_value=3),
+    context=st.integers(min_value=0, max_value=3),
     exact=st.booleans(),
+    fast_start=st.booleans(),
 )
 def test_any_push_pattern_and_schedule_matches_the_whole_decode(
-    tiny_snac_decoder, windowed_decoder, sizes, first_chunk, chunk, context, exact
+    tiny_snac_decoder, windowed_decoder, sizes, first_chunk, chunk, context, exact, fast_start
 ):
     chunk = max(chunk, first_chunk)
     decoder = tiny_snac_decoder if exact else windowed_decoder
     frames = random_frames(sum(sizes), seed=len(sizes))
     whole = decoder.decode(frames).astype(np.float64)
-    pcm, _ = stream(decoder, frames, sizes, first_chunk=first_chunk, chunk=chunk, context=context)
+    pcm, _ = stream(decoder, frames, sizes, first_chunk=first_chunk, chunk=chunk,
+                    context=max(context, 0 if exact else 2), fast_start=fast_start)
     assert pcm.size == len(frames) * SAMPLES_PER_FRAME
+    # A fast start's head (when one was sent) is approximate; what follows it is not.
+    start = HEAD_SAMPLES + HEAD_BLEND if fast_start else 0
     if frames and exact:
-        assert int16_steps(pcm, whole) <= 1
-    elif frames:
-        assert relative_error(pcm, whole) <= 1e-3
+        assert int16_steps(pcm[start:], whole[start:]) <= 1
+    elif pcm.size > start:
+        assert relative_error(pcm[start:], whole[start:]) <= 1e-3
+
+
+@pytest.mark.parametrize("context", [0, 1])
+def test_no_fast_start_head_once_decoding_has_begun(windowed_decoder, context):
+    # With little context the windowed decode starts before 2 frames are in: no head then.
+    frames = random_frames(6, seed=11)
+    pcm, emitted = stream(windowed_decoder, frames, [1] * 6, context=context, fast_start=True)
+    assert emitted[0] == SAMPLES_PER_FRAME * (context == 0)
+    assert HEAD_SAMPLES not in emitted
+    assert pcm.size == 6 * SAMPLES_PER_FRAME
 
 
 def test_three_frames_of_context_cover_the_receptive_field(windowed_decoder):

@@ -16,6 +16,7 @@ import pytest
 from tests.fixtures.fake_backend import Behavior
 from tests.fixtures.plugin_llama import free_port
 from tests.frontend.audio import SAMPLES_PER_FRAME, pcm_samples
+from tests.frontend.logs import access_records
 
 BODY = {"model": "orpheus", "input": "Hello.", "voice": "tara", "response_format": "wav"}
 
@@ -187,7 +188,9 @@ def test_death_mid_stream_truncates_the_response_and_is_logged(frontend, fake_ba
     received = read_until_cut(frontend.base_url,
                               {**frontend.headers(), "X-Request-ID": "req-dies-42"},
                               {**BODY, "response_format": "pcm"})
-    assert 0 < len(received) < 6 * SAMPLES_PER_FRAME * 2
+    # Every frame that arrived is decoded and sent before the cut (the decoder's look-ahead and
+    # the join's held tail are flushed), not dropped with the connection.
+    assert pcm_samples(received).size == 6 * SAMPLES_PER_FRAME
     aborted = [r for r in caplog.records if "aborted" in r.getMessage()]
     assert aborted and aborted[0].levelno == logging.ERROR
     assert "req-dies-42" in json.dumps(_fields(aborted[0]))
@@ -254,7 +257,10 @@ def test_error_event_before_audio_is_502_with_the_backend_message(frontend, fake
 
 def test_error_event_mid_stream_truncates(frontend, fake_backend):
     fake_backend.script(Behavior.error_event(after_frames=8))
-    read_until_cut(frontend.base_url, frontend.headers(), {**BODY, "response_format": "pcm"})
+    received = read_until_cut(
+        frontend.base_url, frontend.headers(), {**BODY, "response_format": "pcm"}
+    )
+    assert pcm_samples(received).size == 8 * SAMPLES_PER_FRAME  # flushed, then cut
 
 
 def test_server_ignoring_stream_flag_still_works(frontend, fake_backend):
@@ -344,3 +350,52 @@ def test_deadline_passed_while_backing_off_is_still_503(fake_backend):
 
     asyncio.run(run())
     assert len(fake_backend.completions) == 1
+
+
+TWO_SENTENCES = "This is the first sentence here. And this is the second one, also long."
+CROSSFADE = 480  # 20 ms at 24 kHz, one per join
+
+
+@pytest.mark.parametrize(
+    "silent",
+    [
+        Behavior.stream(0, end_of_speech=True),  # end of speech at once
+        Behavior.stream(0, preamble="<custom_token_99999><custom_token_5>Sorry."),  # no audio
+        Behavior.stream(0),  # nothing at all
+    ],
+    ids=["end-of-speech", "invalid-tokens", "empty"],
+)
+def test_a_sentence_without_audio_cuts_the_stream_instead_of_vanishing(
+    frontend_factory, fake_backend, caplog, silent
+):
+    caplog.set_level(logging.INFO)
+    fake_backend.script(Behavior.stream(6), silent)
+    app = frontend_factory(ORPHEUS_SEGMENT_CHARS="40")
+    body = {**BODY, "input": TWO_SENTENCES, "response_format": "pcm"}
+    received = read_until_cut(app.base_url, app.headers(), body)
+    # The first sentence is all there (its held-back tail flushed too); then the transfer is cut,
+    # never ended as if the answer were complete.
+    assert pcm_samples(received).size == 6 * SAMPLES_PER_FRAME
+    access = access_records(caplog)[-1]
+    assert access.__dict__["outcome"] == "aborted" and access.__dict__["complete"] is False
+    assert "no audio" in access.__dict__["error"] and "segment 2 of 2" in access.__dict__["error"]
+
+
+def test_a_first_sentence_without_audio_is_a_502_not_the_second_alone(
+    frontend_factory, fake_backend, caplog
+):
+    caplog.set_level(logging.INFO)
+    fake_backend.script(Behavior.stream(0, end_of_speech=True), Behavior.stream(6))
+    app = frontend_factory(ORPHEUS_SEGMENT_CHARS="40")
+    error = assert_error(post(app, input=TWO_SENTENCES), 502, "backend_error")
+    assert "segment 1 of 2" in error["message"]
+    assert len(fake_backend.completions) == 1  # the second sentence was not even asked for
+    assert access_records(caplog)[-1].__dict__["outcome"] == "failed"
+
+
+def test_death_in_the_second_sentence_sends_what_arrived_then_cuts(frontend_factory, fake_backend):
+    fake_backend.script(Behavior.stream(6), Behavior.die(after_frames=3))
+    app = frontend_factory(ORPHEUS_SEGMENT_CHARS="40")
+    body = {**BODY, "input": TWO_SENTENCES, "response_format": "pcm"}
+    received = read_until_cut(app.base_url, app.headers(), body)
+    assert pcm_samples(received).size == (6 + 3) * SAMPLES_PER_FRAME - CROSSFADE

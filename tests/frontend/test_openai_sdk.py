@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from runtime.codec.token_budget import token_budget
 from tests.fixtures.fake_backend import Behavior
 from tests.frontend.audio import SAMPLES_PER_FRAME, decoded_seconds, pcm_samples, wav_samples
 
@@ -133,13 +134,15 @@ def test_generation_settings_reach_the_backend(frontend_factory, fake_backend):
     assert request.body == {
         "model": "orpheus-3b-q4",
         "prompt": "<|audio|>dan: Settings.<|eot_id|>",
-        "max_tokens": 1200,
+        # The segment's own budget (slow speech of "Settings."), under the configured ceiling.
+        "max_tokens": token_budget("Settings."),
         "temperature": 0.4,
         "top_p": 0.8,
         "repeat_penalty": 1.3,
         "stop": ["<custom_token_2>"],
         "stream": True,
     }
+    assert token_budget("Settings.") < 1200
     assert "authorization" not in request.headers  # ORPHEUS_BACKEND_AUTH=none
 
 

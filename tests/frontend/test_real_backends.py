@@ -6,11 +6,14 @@ is known exactly; the prompt, the stop string and SSE parsing are whatever the r
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.fixtures.orpheus_gguf import DEFAULT_FRAMES
 from tests.fixtures.plugin_llama import free_port, spawn, stop, wait_http
 from tests.frontend.audio import SAMPLES_PER_FRAME, pcm_samples, wav_samples
+from tests.frontend.logs import access_records
 
 EXPECTED = DEFAULT_FRAMES * SAMPLES_PER_FRAME
 
@@ -87,3 +90,23 @@ def test_llama_server(llama_server, frontend_factory, fmt, streaming):
         ORPHEUS_API_TIMEOUT="60",
     )
     assert samples(speak(app, fmt, streaming), fmt, streaming).size == EXPECTED
+
+
+
+@pytest.mark.parametrize(
+    "server", ["llama_cpp_server", pytest.param("llama_server", marks=pytest.mark.llama_server)]
+)
+def test_a_segment_cut_by_the_token_limit_is_reported(server, request, frontend_factory, caplog):
+    # The servers' own way to say a request reached max_tokens (finish_reason "length") is what
+    # the frontend reports; the answer still ends cleanly, with whole frames.
+    caplog.set_level(logging.INFO)
+    app = frontend_factory(
+        ORPHEUS_API_URL=f"{request.getfixturevalue(server)}/v1/completions",
+        ORPHEUS_MAX_TOKENS="40",
+        ORPHEUS_API_TIMEOUT="60",
+    )
+    pcm = samples(speak(app, "pcm", True), "pcm", True)
+    assert 0 < pcm.size < EXPECTED and pcm.size % SAMPLES_PER_FRAME == 0
+    access = access_records(caplog)[-1]
+    assert access.__dict__["truncated_segments"] == 1
+    assert access.__dict__["outcome"] == "complete"
