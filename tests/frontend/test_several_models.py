@@ -74,7 +74,10 @@ def _loaded() -> Any:
 def app(router: str, frontend_factory: Callable[..., Any]) -> Any:
     return frontend_factory(ORPHEUS_API_URL=f"{router}/v1/completions",
                             ORPHEUS_MODELS=frontend_models_env(MANIFEST),
-                            ORPHEUS_MAX_TOKENS="200", ORPHEUS_API_TIMEOUT="60")
+                            ORPHEUS_MAX_TOKENS="200", ORPHEUS_API_TIMEOUT="60",
+                            # Exact audio from the first sample, to compare with each model's
+                            # whole decode (the fast start's first 43 ms are approximate).
+                            ORPHEUS_FAST_START="false")
 
 
 def speak(app: Any, voice: str, **body: Any) -> httpx.Response:
