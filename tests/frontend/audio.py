@@ -58,3 +58,17 @@ def decoded_seconds(data: bytes) -> float:
             samples += frame.samples
             rate = frame.sample_rate
     return samples / rate
+
+
+def assert_speaks(audio: np.ndarray, expected: np.ndarray) -> None:
+    """``audio`` (as a deployed frontend streams it, fast start on) is ``expected`` (a whole
+    decode): the approximate head within its stated bound (3% of the signal's RMS), then exact
+    to an int16 step or two."""
+    from runtime.codec.streaming import HEAD_BLEND, HEAD_SAMPLES
+
+    assert audio.size == expected.size, (audio.size, expected.size)
+    early = HEAD_SAMPLES + HEAD_BLEND
+    diff = np.abs(audio.astype(int) - expected.astype(int))
+    rms = float(np.sqrt(np.mean(expected.astype(float) ** 2)))
+    assert diff[:early].max() <= 0.03 * rms, (diff[:early].max(), rms)
+    assert diff[early:].max() <= 2
