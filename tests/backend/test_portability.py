@@ -1,4 +1,5 @@
-"""Both llama.cpp builds run on the oldest CPU the project supports, not only on the one that built them.
+"""Both llama.cpp builds run on the oldest CPU the project supports, not only on the one that
+built them.
 
 CI and development machines change CPU vendor from one day to the next (Intel with AMX, AMD Zen 4
 without AVX-VNNI), so a build that used one machine's instructions dies with SIGILL on the next.
