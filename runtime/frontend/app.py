@@ -20,7 +20,9 @@ from runtime.frontend.backend_client import BackendClient, GenerationParams, IdT
 from runtime.frontend.decode_pool import DecodePool, default_workers
 from runtime.frontend.errors import install_error_handlers
 from runtime.frontend.gate import RequestGate
+from runtime.frontend.limits import BackendSlots, KeyLimits
 from runtime.frontend.logging_setup import install_request_id_stamp
+from runtime.frontend.openapi import OPENAPI_URL, install_openapi
 from runtime.frontend.routes import router
 from runtime.frontend.settings import Settings, load_settings
 from runtime.frontend.speech import SpeechService
@@ -77,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.backend = backend
         app.state.speech = SpeechService(cfg, backend, decoder, pool, formats)
+        app.state.key_limits = KeyLimits(cfg.key_max_streams, cfg.key_requests_per_minute)
+        app.state.backend_slots = BackendSlots(cfg.backend_slots, cfg.queue_size,
+                                               cfg.queue_timeout)
         log.info(
             "frontend ready",
             extra={
@@ -99,11 +104,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="OpenAI-compatible text-to-speech backed by Orpheus on Cloud Run.",
         version="0.1.0",
         lifespan=lifespan,
+        openapi_url=OPENAPI_URL,
+        # No /docs or /redoc: such a page fetches the document without the key it needs.
+        docs_url=None,
+        redoc_url=None,
     )
     if settings is not None:
         app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    install_openapi(app)
     # Added first, so it runs inside the access log: refused requests are logged too.
     app.add_middleware(RequestGate)
     app.add_middleware(AccessLogMiddleware)

@@ -12,6 +12,7 @@ error.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime
 import json
 import logging
@@ -25,7 +26,7 @@ import httpx
 
 from runtime.frontend.errors import BackendError, BackendTimeout, BackendUnavailable
 
-__all__ = ["BackendClient", "GenerationParams", "IdTokenProvider"]
+__all__ = ["BACKEND_USAGE", "BackendClient", "GenerationParams", "IdTokenProvider", "TokenUsage"]
 
 log = logging.getLogger("orpheus.frontend.backend")
 
@@ -33,6 +34,31 @@ _RETRY_STATUSES = frozenset({429, 502, 503})
 # Orpheus' end-of-speech token, as a completions server renders it. Stopping on it server-side
 # frees the slot at once instead of after max_tokens.
 END_OF_SPEECH_TEXT = "<custom_token_2>"
+
+
+@dataclass
+class TokenUsage:
+    """Token counts the backend reported (llama-server puts OpenAI's `usage` in its last event;
+    llama_cpp.server does not), summed over the requests of one response."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reports: int = 0  # how many backend answers carried a usage object
+
+    def add(self, usage: dict[str, Any]) -> None:
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+            self.reports += 1
+
+
+# Where `stream_text` adds the usage it reads. A response that reports usage (the SSE stream's
+# `speech.audio.done`) sets a fresh TokenUsage before it starts the speech producer, whose task
+# inherits the context; everything else leaves it None.
+BACKEND_USAGE: contextvars.ContextVar[TokenUsage | None] = contextvars.ContextVar(
+    "backend_usage", default=None
+)
 
 
 class IdTokenProvider:
@@ -244,6 +270,7 @@ class BackendClient:
                         f"the backend answered 200 with neither an event stream nor a JSON "
                         f"completion ({kind}): {raw[:100].decode('utf-8', 'replace')}"
                     )
+                _count_usage(body)
                 text = _choice_text(body)
                 if text:
                     yield text
@@ -280,6 +307,7 @@ class BackendClient:
                     raise BackendError(f"the backend sent an unexpected event: {data[:100]}")
                 if "error" in event:
                     raise BackendError(f"the backend failed mid-stream: {_error_text(event)}")
+                _count_usage(event)
                 text = _choice_text(event)
                 if text:
                     yield text
@@ -289,6 +317,12 @@ class BackendClient:
             raise BackendError(f"the backend connection broke mid-stream ({exc})") from exc
         finally:
             await response.aclose()
+
+
+def _count_usage(event: dict[str, Any]) -> None:
+    usage, counter = event.get("usage"), BACKEND_USAGE.get()
+    if counter is not None and isinstance(usage, dict):
+        counter.add(usage)
 
 
 def _choice_text(event: dict[str, Any]) -> str:

@@ -19,6 +19,8 @@ from runtime.frontend.errors import APIError, error_response
 __all__ = ["RequestGate"]
 
 GUARDED_PREFIX = "/v1"
+# Outside /v1 but behind the key all the same: the API's own description.
+GUARDED_PATHS = frozenset({"/openapi.json"})
 
 
 def _too_large(limit: int) -> APIError:
@@ -69,7 +71,9 @@ class RequestGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path != GUARDED_PREFIX and not path.startswith(GUARDED_PREFIX + "/"):
+        guarded = (path == GUARDED_PREFIX or path.startswith(GUARDED_PREFIX + "/")
+                   or path in GUARDED_PATHS)
+        if not guarded:
             await self.app(scope, receive, send)
             return
         settings = scope["app"].state.settings

@@ -42,11 +42,13 @@ def assert_400(response: httpx.Response, param: str | None, code: str) -> str:
         ({"input": 42}, "input", "invalid_value"),
         ({"voice": "darth"}, "voice", "invalid_voice"),
         ({"response_format": "ogg-vorbis"}, "response_format", "unsupported_format"),
+        # OpenAI answers an empty format with 400 too; only a missing one means the default.
+        ({"response_format": ""}, "response_format", "unsupported_format"),
         ({"speed": 0.1}, "speed", "invalid_value"),
         ({"speed": 4.5}, "speed", "invalid_value"),
         ({"speed": "fast"}, "speed", "invalid_value"),
         ({"model": "dall-e-3"}, "model", "model_not_found"),
-        ({"stream_format": "sse"}, "stream_format", "unsupported_stream_format"),
+        ({"stream_format": "websocket"}, "stream_format", "unsupported_stream_format"),
         ({"instructions": "Speak like a pirate"}, "instructions", "unsupported_parameter"),
     ],
 )
