@@ -49,7 +49,8 @@ async def health(request: Request) -> dict[str, str]:
 
 
 # The 200's media types (one per format, and text/event-stream) are listed by openapi.py.
-@v1.post("/audio/speech", response_class=AudioStreamResponse, responses=_SPEECH_ERRORS)
+@v1.post("/audio/speech", response_class=AudioStreamResponse, status_code=200,
+         responses=_SPEECH_ERRORS)
 async def create_speech(body: SpeechRequest, request: Request) -> AudioStreamResponse:
     service = _service(request)
     job = service.prepare(body)
