@@ -33,8 +33,16 @@ _SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("frontend_min_instances", ""),
         ("frontend_max_instances", ""),
         ("frontend_concurrency", ""),
+        ("frontend_timeout_s", "Cloud Run request timeout: the longest stream or WebSocket, "
+                               "1..3600 s"),
         ("network", "VPC for Direct VPC egress to the internal backend"),
         ("subnet", "subnet (Private Google Access is turned on by deploy)"),
+    ]),
+    ("Fair use: enforced by each frontend instance on its own (README, Limits)", [
+        ("key_max_streams", "per API key: streams at once (0: no limit)"),
+        ("key_requests_per_minute", "per API key (0: no limit)"),
+        ("queue_size", "requests waiting for one of the backend's slots"),
+        ("queue_timeout_s", "longest wait for a slot before a 503"),
     ]),
     ("Generation defaults", [
         ("temperature", ""),

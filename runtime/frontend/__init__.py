@@ -4,8 +4,11 @@ Run it with ``python -m runtime.frontend`` (the container's CMD); build the app 
 ``runtime.frontend.app.create_app(settings)``.
 
 HTTP API
-    POST /v1/audio/speech   {model, input, voice, response_format, speed, stream} -> audio
-    GET  /v1/audio/voices   GET /v1/models   GET /health (the only route without a key)
+    POST /v1/audio/speech   {model, input, voice, response_format, speed, stream,
+                            stream_format} -> audio, or OpenAI's events with "sse"
+    WS   /v1/audio/speech/stream   text in as it is written, audio out (speech_socket.py)
+    GET  /v1/audio/voices   GET /v1/models   GET /openapi.json
+    GET  /health (the only route without a key)
     Keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Errors:
     ``{"error": {"message", "type", "param", "code"}}``. The key is checked before a /v1 body is
     read; bodies over max(1 MiB, 12 x ORPHEUS_MAX_INPUT_CHARS + 64 KiB) get 413. The status line
@@ -34,6 +37,12 @@ Environment (design section 3 names first; the rest are optional tuning)
     ORPHEUS_BACKEND_AUDIENCE        ID token audience if not the backend's origin       (origin)
     ORPHEUS_RETRY_INITIAL_BACKOFF / ORPHEUS_RETRY_MAX_BACKOFF   cold-start retries (s)   0.5 / 8
     ORPHEUS_LOG_LEVEL               log level of the JSON logs on stdout                INFO
+    ORPHEUS_KEY_MAX_STREAMS         per key and instance: streams at once (0: none)     0
+    ORPHEUS_KEY_REQUESTS_PER_MINUTE per key and instance: requests a minute (0: none)   0
+    ORPHEUS_BACKEND_SLOTS           backend generations at once from this instance      4
+    ORPHEUS_QUEUE_SIZE / ORPHEUS_QUEUE_TIMEOUT   waiting for a slot: how many, how long 16 / 30
+    ORPHEUS_REQUEST_TIMEOUT         the platform's request timeout: WebSockets close    (none)
+                                    cleanly 5 s before it
     ORPHEUS_HOST                    listen address                                      0.0.0.0
 
 A missing API_KEY_SECRET or SNAC decoder stops start-up with one line naming the variable (exit 2).
