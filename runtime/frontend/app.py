@@ -31,6 +31,9 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("orpheus.frontend")
 
+# Connections to the backend kept open between requests (llama-server keeps them alive).
+BACKEND_KEEPALIVE = 32
+
 
 def _working_formats() -> tuple[str, ...]:
     """The formats this machine's PyAV can actually encode (a build without LAME has no mp3)."""
@@ -59,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RuntimeError(f"ORPHEUS_DEFAULT_FORMAT {cfg.default_format!r} is not available")
         tokens = IdTokenProvider(cfg.audience) if cfg.backend_auth == "google-id-token" else None
         http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=BACKEND_KEEPALIVE),
             timeout=httpx.Timeout(cfg.api_timeout),
         )
         backend = BackendClient(

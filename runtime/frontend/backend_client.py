@@ -12,6 +12,7 @@ error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime
 import json
@@ -255,10 +256,34 @@ class BackendClient:
                           ) -> AsyncGenerator[str, None]:
         """Yield the generated text pieces as the backend streams them.
 
-        Closing the generator (a client that went away, a deadline) closes the HTTP response, which
-        drops the connection, which makes llama.cpp stop generating for that slot.
+        Closing the generator, or cancelling the task that iterates it (a client that went away,
+        a deadline), ends the backend request at once: the connection is closed, which makes
+        llama.cpp stop generating for that slot, and nothing is left in the connection pool.
+
+        The request runs in a task of its own (`_Exchange`) that is never cancelled while it is
+        inside httpx: a cancellation that lands in httpcore's clean-up of a response (a shielded
+        lock, an anyio scope that a native `Task.cancel()` goes through) leaves the connection
+        marked ACTIVE and its socket open for good: the backend slot keeps generating for nobody
+        and the pool keeps a dead connection. To stop, the exchange's socket is closed instead,
+        and httpx ends the request through its ordinary error path.
         """
+        exchange = _Exchange(self._texts(prompt, deadline, on_retry))
+        try:
+            while True:
+                item = await exchange.next()
+                if item is None:
+                    return
+                yield item
+        finally:
+            await exchange.stop()
+
+    async def _texts(self, prompt: str, deadline: float,
+                     on_retry: Callable[[str | None], None] | None,
+                     ) -> AsyncGenerator[str | httpx.Response, None]:
+        """The text pieces, preceded by the response once it has been opened (so that the
+        exchange can close its socket)."""
         response = await self._open(prompt, deadline, on_retry)
+        yield response
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # Some servers ignore `stream`; accept one JSON completion rather than fail.
@@ -317,6 +342,87 @@ class BackendClient:
             raise BackendError(f"the backend connection broke mid-stream ({exc})") from exc
         finally:
             await response.aclose()
+
+
+class _Exchange:
+    """One backend request in its own task, handing its text pieces over one at a time.
+
+    The caller's task never awaits httpx, so whatever cancels the caller cannot interrupt httpx
+    half-way. `stop()` ends the request from outside without cancelling it inside httpx: while
+    the response streams, its socket is closed (a pending read then fails and httpx cleans up as
+    for any broken connection) and an exchange waiting to hand over a piece is released; only
+    before the response exists (connecting, waiting for headers, backing off) is the task
+    cancelled, once, which httpcore's own handlers cover. Either way the stop waits for the
+    task to end, whatever happens to the caller meanwhile.
+    """
+
+    _STOP_WAIT_S = 10.0
+
+    def __init__(self, texts: AsyncGenerator[str | httpx.Response, None]) -> None:
+        self._texts = texts
+        self._items: asyncio.Queue[str | BaseException | None] = asyncio.Queue(maxsize=1)
+        self._response: httpx.Response | None = None
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="orpheus-backend-exchange")
+
+    async def next(self) -> str | None:
+        """The next text piece; None at the end; raises what the request raised."""
+        item = await self._items.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def _run(self) -> None:
+        try:
+            async with contextlib.aclosing(self._texts) as texts:
+                async for piece in texts:
+                    if isinstance(piece, httpx.Response):
+                        self._response = piece
+                        continue
+                    if self._stopping:
+                        return
+                    await self._items.put(piece)
+                    if self._stopping:
+                        return
+        except Exception as exc:  # the caller raises it
+            if not self._stopping:
+                await self._items.put(exc)
+            return
+        await self._items.put(None)
+
+    async def stop(self) -> None:
+        task = self._task
+        if task.done():
+            return
+        self._stopping = True
+        response = self._response
+        if response is None:
+            task.cancel()  # not streaming yet: httpcore's handlers cover one cancellation
+        else:
+            stream = response.extensions.get("network_stream")
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(stream.aclose())
+        while not self._items.empty():  # release an exchange waiting to hand over a piece
+            self._items.get_nowait()
+        cancelled = False
+        deadline = asyncio.get_running_loop().time() + self._STOP_WAIT_S
+        while not task.done():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                log.error("the backend request did not end within %.0f s of being stopped",
+                          self._STOP_WAIT_S)
+                break
+            try:
+                await asyncio.wait({task}, timeout=remaining)
+            except asyncio.CancelledError:
+                cancelled = True  # the caller is being cancelled: finish stopping first
+            while not self._items.empty():
+                self._items.get_nowait()
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failure after the stop is nobody's business
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def _count_usage(event: dict[str, Any]) -> None:
