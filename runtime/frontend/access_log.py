@@ -34,6 +34,19 @@ def request_id_from_headers(headers: dict[bytes, bytes]) -> str:
     return uuid.uuid4().hex
 
 
+def _state_fields(scope: Scope, stats_name: str) -> dict[str, object]:
+    """The caller's key NAME (never the key) and what the route reported, from the scope's
+    state."""
+    state = scope.get("state", {})
+    fields: dict[str, object] = {}
+    if state.get("api_key_name") is not None:
+        fields["key"] = state["api_key_name"]
+    stats = state.get(stats_name)
+    if stats is not None:
+        fields.update(stats.fields())
+    return fields
+
+
 class AccessLogMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -88,14 +101,9 @@ class AccessLogMiddleware:
                 "response_bytes": body_bytes,
                 "complete": complete,
             }
-            key_name = scope.get("state", {}).get("api_key_name")
-            if key_name is not None:
-                fields["key"] = key_name  # the key's name, never the key
-            stats = scope.get("state", {}).get("speech_stats")
-            if stats is not None:
-                fields.update(stats.fields())
+            fields.update(_state_fields(scope, "speech_stats"))
             # An event stream that failed mid-way ends cleanly (an error event), but it failed.
-            aborted = stats is not None and stats.outcome == "aborted"
+            aborted = fields.get("outcome") == "aborted"
             if error is not None or status >= 500 or aborted:
                 level = logging.ERROR
             elif not complete:  # aborted mid-stream or the client left: worth a look, not a page
@@ -148,12 +156,7 @@ class AccessLogMiddleware:
                 "latency_ms": round((time.perf_counter() - start) * 1000.0, 1),
                 **closed,
             }
-            state = scope.get("state", {})
-            if state.get("api_key_name") is not None:
-                fields["key"] = state["api_key_name"]  # the key's name, never the key
-            stats = state.get("socket_stats")
-            if stats is not None:
-                fields.update(stats.fields())
+            fields.update(_state_fields(scope, "socket_stats"))
             code = closed.get("close_code")
             failed = error is not None or (isinstance(code, int) and code >= 4500)
             level = logging.ERROR if failed else logging.INFO

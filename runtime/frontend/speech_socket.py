@@ -106,26 +106,22 @@ def _bad(message: str, param: str | None = None) -> SocketError:
 
 @dataclass
 class SocketStats:
-    """What the access log reports about one connection."""
+    """What the access log reports about one connection: a POST's speech fields, summed over
+    its utterances, and when the first one was first heard."""
 
-    voice: str = ""
-    fmt: str = ""
+    speech: SpeechStats = field(default_factory=SpeechStats)
     utterances: int = 0
-    chars: int = 0
-    segments: int = 0
-    samples: int = 0
-    first_audio_ms: float | None = None  # of the first utterance
+    first_audio_ms: float | None = None
+
+    def add(self, unit: SpeechStats) -> None:
+        total = self.speech
+        total.frames += unit.frames
+        total.invalid_tokens += unit.invalid_tokens
+        total.dropped_tokens += unit.dropped_tokens
 
     def fields(self) -> dict[str, Any]:
-        return {
-            "voice": self.voice,
-            "format": self.fmt,
-            "utterances": self.utterances,
-            "input_chars": self.chars,
-            "segments": self.segments,
-            "audio_seconds": round(self.samples / SAMPLE_RATE, 3),
-            "first_audio_ms": self.first_audio_ms,
-        }
+        return {**self.speech.fields(), "utterances": self.utterances,
+                "first_audio_ms": self.first_audio_ms}
 
 
 class _SkipHeader:
@@ -277,13 +273,19 @@ class _SpeechSocket:
     # -- the connection ---------------------------------------------------------------------
     async def run(self) -> None:
         code, reason = 1000, ""
+        outcome = self.stats.speech
         try:
             await self._session()
         except SocketError as exc:
             code, reason = exc.code, exc.error.message
+            outcome.outcome, outcome.error = "failed", exc.error.message
             await self._send_error(exc.error)
         except _ClientGone:
-            code = 1000
+            # Mid-utterance, the client left before it was spoken (as a POST's "cancelled").
+            outcome.outcome = "cancelled" if self.utterance is not None else "complete"
+        except asyncio.CancelledError:
+            outcome.outcome = "cancelled"
+            raise
         finally:
             if self._receiving is not None:
                 self._receiving.cancel()
@@ -363,7 +365,7 @@ class _SpeechSocket:
         except APIError as exc:
             raise SocketError(4400, exc) from None
         self.fmt, self.voice, self.speed = job.fmt, job.voice, job.speed
-        self.stats.voice, self.stats.fmt = job.voice, job.fmt
+        self.stats.speech.voice, self.stats.speech.fmt = job.voice, job.fmt
         await self._send_json({"type": "ready", "format": job.fmt, "sample_rate": SAMPLE_RATE,
                                "voice": job.voice})
 
@@ -477,6 +479,7 @@ class _SpeechSocket:
             slot.release()
         utterance.chars += job.chars
         utterance.segments += stats.segments
+        self.stats.add(stats)
         await self._send_audio(utterance, await self._call(utterance, utterance.audio.end_unit))
 
     async def _finish(self, utterance: _Utterance) -> None:
@@ -486,12 +489,12 @@ class _SpeechSocket:
         self.utterance = None
         first_ms = (None if utterance.first_audio is None
                     else round((utterance.first_audio - utterance.started) * 1000.0, 1))
-        stats = self.stats
-        stats.chars += utterance.chars
-        stats.segments += utterance.segments
-        stats.samples += utterance.audio.samples
-        if stats.first_audio_ms is None:
-            stats.first_audio_ms = first_ms
+        total = self.stats.speech
+        total.chars += utterance.chars
+        total.segments += utterance.segments
+        total.samples += utterance.audio.samples
+        if self.stats.first_audio_ms is None:
+            self.stats.first_audio_ms = first_ms
         await self._send_json({
             "type": "done",
             "utterance": utterance.number,
