@@ -6,6 +6,10 @@ one answered with a parse error instead of a 401). This pure ASGI middleware the
 key from the headers first, then reads the body itself up to `Settings.max_body_bytes` (413 beyond
 that, from the declared Content-Length when there is one, else as soon as the chunks pass it) and
 hands the app the bytes it read. Nothing is read from a caller without a key.
+
+It guards HTTP requests only (and /openapi.json besides /v1): the speech WebSocket checks the key
+at its handshake itself (speech_socket.py), and the request head's size is bounded by the server
+(serving.py), before any of this runs.
 """
 
 from __future__ import annotations
