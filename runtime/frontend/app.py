@@ -104,7 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_request_id_stamp()
     app = FastAPI(
         title="Orpheus TTS",
-        description="OpenAI-compatible text-to-speech backed by Orpheus on Cloud Run.",
+        description="OpenAI-compatible text-to-speech backed by Orpheus on Cloud Run. Besides "
+        "these routes, the WebSocket /v1/audio/speech/stream takes text as it is written and "
+        "answers with audio (README, 'Streaming text in').",
         version="0.1.0",
         lifespan=lifespan,
         openapi_url=OPENAPI_URL,

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from runtime.codec.encoders import open_encoder
 from runtime.codec.protocol import SAMPLE_RATE
@@ -525,6 +525,8 @@ class _SpeechSocket:
         limit = self.settings.api_timeout
         try:
             await asyncio.wait_for(self.ws.send(message), limit)
+        except WebSocketDisconnect:
+            raise _ClientGone from None  # it left while we were speaking
         except TimeoutError:
             raise SocketError(4408, APIError(
                 408, f"the client read no audio for {limit:g} s (ORPHEUS_API_TIMEOUT)",

@@ -308,3 +308,25 @@ def test_one_access_log_line_per_connection(frontend, caplog):
     assert fields["utterances"] == 1
     assert fields["audio_seconds"] == result.done[0]["audio_seconds"]
     assert frontend.api_key not in caplog.text
+
+
+def test_a_client_that_leaves_mid_utterance_frees_the_backend(frontend, fake_backend, caplog):
+    fake_backend.script(Behavior.stream(2000, tokens_per_second=200))  # 70 s if nobody left
+    caplog.set_level(logging.INFO, logger="orpheus.frontend.access")
+
+    async def run() -> None:
+        async with connect(ws_url(frontend), additional_headers=frontend.headers()) as ws:
+            await ws.send(json.dumps({"type": "start", "response_format": "pcm"}))
+            await ws.recv()
+            await ws.send(json.dumps({"type": "text", "text": "A long speech."}))
+            await ws.send(json.dumps({"type": "end"}))
+            assert isinstance(await ws.recv(), bytes)
+        # Leaving the block closes the connection mid-utterance.
+
+    asyncio.run(run())
+    (request,) = fake_backend.completions
+    assert request.closed.wait(10), "the backend request stayed open after the client left"
+    assert request.disconnected and request.tokens_sent < 2000 * 7
+    (line,) = access_records(caplog)
+    assert line.__dict__["outcome"] == "cancelled" and line.levelno == logging.INFO
+    assert "Traceback" not in caplog.text
