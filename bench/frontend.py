@@ -18,6 +18,15 @@ Measured side by side in one run (these machines are noisy, so compare ratios, n
 * CPU seconds per second of audio: the app process vs the codec alone.
 * N concurrent streams: each stream's TTFB and its ratio to the single-stream TTFB (target <= 1.5x),
   and the app's peak RSS (target < 600 MiB).
+* The WebSocket (/v1/audio/speech/stream) with text streamed in at a language model's pace (20
+  words/s): time to first audio from the first word sent, and from the moment the first unit (a
+  6-word sentence) was complete; the latter is the app's own latency, comparable to the POST's
+  TTFB. Then N conversations at once: the worst first-audio time vs one conversation's (target
+  <= 1.5x).
+
+The scripted backend serves any number of requests at once, as a backend with that many slots
+would: the app is told so (ORPHEUS_BACKEND_SLOTS), otherwise its queue (limits.py) would rightly
+hold the streams beyond the default 4 slots back.
 
 The decoder is the real SNAC 24 kHz architecture with random weights (bench/decode.py's export, same
 compute as the real checkpoint); `--tiny` uses the tiny test config. Last line: one JSON object.
@@ -26,6 +35,7 @@ compute as the real checkpoint); `--tiny` uses the tiny test config. Last line: 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import secrets
@@ -46,6 +56,13 @@ from runtime.codec import AudioStream, SnacOnnxDecoder
 from runtime.codec.protocol import SAMPLE_RATE, SAMPLES_PER_FRAME
 from runtime.codec.protocol import TOKENS_PER_SECOND as TOKENS_PER_AUDIO_SECOND
 from tests.fixtures.fake_backend import Behavior, FakeBackend, audio_token_texts
+from tests.fixtures.socket_client import Send, converse, words
+
+WORDS_PER_SECOND = 20.0
+# A first unit of six words, then more text still arriving while it is spoken.
+CONVERSATION = ("Hello there, how are you today? I was hoping we could talk about the plans "
+                "for next week, if you have a moment.")
+FIRST_UNIT_WORDS = 6
 
 TOKENS_PER_SECOND = 100.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +132,24 @@ def burst(base: str, key: str, streams: int) -> list[float]:
     return results
 
 
+async def socket_first_audio(base: str, key: str) -> tuple[float, float]:
+    """(s from the first word sent to the first audio, s from the first unit's completion to
+    the first audio) of one WebSocket conversation at a language model's pace."""
+    url = base.replace("http://", "ws://") + "/v1/audio/speech/stream"
+    script = [Send({"type": "start", "voice": "tara", "response_format": "pcm"}),
+              *words(CONVERSATION, per_second=WORDS_PER_SECOND), Send({"type": "end"})]
+    talk = await converse(url, script, headers={"X-API-Key": key}, timeout_s=120)
+    first_audio = talk.first_audio_at()
+    assert first_audio is not None and talk.close_code == 1000, talk.messages
+    first_word = talk.sent[1][0]
+    unit_done = talk.sent[FIRST_UNIT_WORDS][0]  # the word whose trailing space ends the unit
+    return first_audio - first_word, first_audio - unit_done
+
+
+async def socket_conversations(base: str, key: str, count: int) -> list[tuple[float, float]]:
+    return list(await asyncio.gather(*(socket_first_audio(base, key) for _ in range(count))))
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -129,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttfb-repeats", type=int, default=15)
     parser.add_argument("--ttfb-frames", type=int, default=6, help="utterance for TTFB runs")
     parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--socket-repeats", type=int, default=7)
     parser.add_argument(
         "--tiny", action="store_true", help="tiny SNAC config (no real-size export)"
     )
@@ -152,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     backend = FakeBackend(Behavior.stream(args.frames, tokens_per_second=TOKENS_PER_SECOND))
     backend.start()
     key = "sk-bench-" + secrets.token_hex(8)
-    app, base = _start_app(model, backend.url, key)
-    exact_app, exact_base = _start_app(model, backend.url, key, ORPHEUS_FAST_START="false")
+    # The scripted backend has no slot limit: tell the app, or its queue holds streams back.
+    slots = str(max(args.streams, 4))
+    app, base = _start_app(model, backend.url, key, ORPHEUS_BACKEND_SLOTS=slots)
+    exact_app, exact_base = _start_app(model, backend.url, key, ORPHEUS_FAST_START="false",
+                                       ORPHEUS_BACKEND_SLOTS=slots)
     try:
         _wait_ready(base, app)
         _wait_ready(exact_base, exact_app)
@@ -194,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         before = sum(proc.cpu_times()[:2])
         concurrent = burst(base, key, args.streams)
         concurrent_cpu = sum(proc.cpu_times()[:2]) - before
+
+        # The WebSocket: one conversation at a time, then N at once (each unit: short TTFB runs).
+        backend.default = Behavior.stream(args.ttfb_frames, tokens_per_second=TOKENS_PER_SECOND)
+        asyncio.run(socket_first_audio(base, key))  # warm-up
+        socket_single = [asyncio.run(socket_first_audio(base, key))
+                         for _ in range(args.socket_repeats)]
+        socket_concurrent = asyncio.run(socket_conversations(base, key, args.streams))
         rss = peak_rss_mib(app.pid)
         # The same burst without the fast start: its heads cost a 2-frame decode per stream.
         concurrent_exact = burst(exact_base, key, args.streams)
@@ -209,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     overhead_ms = statistics.median(pairs)
     saved = [(e - a) * 1000 for a, e in zip(app_ttfb, exact_ttfb, strict=True)]
     worst_ratio = max(concurrent) / single
+    socket_from_word = statistics.median(t for t, _ in socket_single)
+    socket_from_unit = statistics.median(u for _, u in socket_single)
+    socket_worst_ratio = max(t for t, _ in socket_concurrent) / socket_from_word
     result = {
         "snac": "tiny" if args.tiny else "real-24khz-architecture-random-weights",
         "backend_tokens_per_s": TOKENS_PER_SECOND,
@@ -244,11 +293,20 @@ def main(argv: list[str] | None = None) -> int:
             / TOKENS_PER_AUDIO_SECOND,
             2,
         ),
+        "socket_words_per_s": WORDS_PER_SECOND,
+        "socket_first_unit_words": FIRST_UNIT_WORDS,
+        "socket_repeats": args.socket_repeats,
+        "socket_first_audio_from_first_word_ms": round(socket_from_word * 1000, 1),
+        "socket_first_audio_from_unit_complete_ms": round(socket_from_unit * 1000, 1),
+        "socket_concurrent_first_audio_ms": sorted(
+            round(t * 1000, 1) for t, _ in socket_concurrent),
+        "socket_concurrent_worst_ratio": round(socket_worst_ratio, 2),
         "app_peak_rss_mib_single_stream": round(single_rss, 1),
         "app_peak_rss_mib": round(rss, 1),
         "targets": {
             "ttfb_overhead_under_20ms": overhead_ms < 20,
             "concurrent_within_1_5x": worst_ratio <= 1.5,
+            "socket_concurrent_within_1_5x": socket_worst_ratio <= 1.5,
             "peak_rss_under_600mib": rss < 600,
         },
         "cpu_count": os.cpu_count(),

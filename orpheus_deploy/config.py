@@ -184,6 +184,16 @@ class Settings:
     # How stale the frontend's copy of the API keys may get: a key created or revoked with
     # `orpheus keys` is in force on every running instance within this many seconds.
     api_key_refresh_s: float = 30.0
+    # Cloud Run's request timeout for the frontend: the longest a response, or a WebSocket
+    # conversation, may last (Cloud Run allows up to 3600). At least api_timeout_s + 60.
+    frontend_timeout_s: int = 300
+    # Fair use, enforced by each frontend instance on its own (README "Limits"): per API key,
+    # streams at once and requests per minute (0: no limit); and a queue in front of the
+    # backend's N_PARALLEL x backend_max_instances slots (its length and longest wait).
+    key_max_streams: int = 0
+    key_requests_per_minute: int = 0
+    queue_size: int = 16
+    queue_timeout_s: int = 30
     # Network path from the frontend to the internal backend (Direct VPC egress).
     network: str = "default"
     subnet: str = "default"
@@ -291,9 +301,15 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         if values[key] < 1:
             raise bad(key, "must be at least 1")
     for key in ("backend_min_instances", "frontend_min_instances", "n_gpu_layers",
-                "gpu_memory_gib"):
+                "gpu_memory_gib", "key_max_streams", "key_requests_per_minute",
+                "queue_size"):
         if values[key] < 0:
             raise bad(key, "must not be negative")
+    if values["queue_timeout_s"] < 1:
+        raise bad("queue_timeout_s", "must be at least 1")
+    if not 1 <= values["frontend_timeout_s"] <= 3600:
+        # https://cloud.google.com/run/docs/configuring/request-timeout: at most 60 minutes.
+        raise bad("frontend_timeout_s", "Cloud Run's request timeout is 1 to 3600 seconds")
     if values["backend_min_instances"] > values["backend_max_instances"]:
         raise bad("backend_min_instances", "must not exceed backend_max_instances")
     if values["frontend_min_instances"] > values["frontend_max_instances"]:

@@ -36,8 +36,16 @@ _SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("frontend_max_instances", ""),
         ("frontend_concurrency", ""),
         ("api_key_refresh_s", "a key made or revoked with `orpheus keys` works within this"),
+        ("frontend_timeout_s", "Cloud Run request timeout: the longest stream or WebSocket, "
+                               "1..3600 s"),
         ("network", "VPC for Direct VPC egress to the internal backend"),
         ("subnet", "subnet (Private Google Access is turned on by deploy)"),
+    ]),
+    ("Fair use: enforced by each frontend instance on its own (README, Limits)", [
+        ("key_max_streams", "per API key: streams at once (0: no limit)"),
+        ("key_requests_per_minute", "per API key (0: no limit)"),
+        ("queue_size", "requests waiting for one of the backend's slots"),
+        ("queue_timeout_s", "longest wait for a slot before a 503"),
     ]),
     ("Generation defaults", [
         ("temperature", ""),

@@ -165,6 +165,24 @@ def backend_service_spec(settings: Settings, image: str, model_object: str,
     )
 
 
+def frontend_timeout_s(settings: Settings) -> int:
+    """Cloud Run's request timeout for the frontend (at least a minute past a backend call's)."""
+    return max(settings.api_timeout_s + 60, settings.frontend_timeout_s)
+
+
+def frontend_limits_env(settings: Settings) -> dict[str, str]:
+    """The frontend's fair-use settings (runtime/frontend/limits.py). Its backend slot budget is
+    the backend's whole capacity: llama-server's parallel slots on every instance."""
+    return {
+        "ORPHEUS_KEY_MAX_STREAMS": str(settings.key_max_streams),
+        "ORPHEUS_KEY_REQUESTS_PER_MINUTE": str(settings.key_requests_per_minute),
+        "ORPHEUS_BACKEND_SLOTS": str(settings.n_parallel * settings.backend_max_instances),
+        "ORPHEUS_QUEUE_SIZE": str(settings.queue_size),
+        "ORPHEUS_QUEUE_TIMEOUT": str(settings.queue_timeout_s),
+        "ORPHEUS_REQUEST_TIMEOUT": str(frontend_timeout_s(settings)),
+    }
+
+
 def frontend_service_spec(settings: Settings, image: str, backend_uri: str,
                           models: Sequence[ModelEntry] = ()) -> run_v2.Service:
     """The public CPU API: checks the API key, calls the backend with an ID token via the VPC.
@@ -186,6 +204,7 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str,
         "ORPHEUS_REPETITION_PENALTY": _num(settings.repetition_penalty),
         "ORPHEUS_MAX_TOKENS": str(settings.max_tokens),
         "ORPHEUS_API_TIMEOUT": str(settings.api_timeout_s),
+        **frontend_limits_env(settings),
     }
     if len(models) > 1:
         env["ORPHEUS_MODELS"] = frontend_models_env(models)
@@ -213,7 +232,8 @@ def frontend_service_spec(settings: Settings, image: str, backend_uri: str,
         settings.frontend_min_instances, settings.frontend_max_instances,
         max_instance_request_concurrency=settings.frontend_concurrency,
         # Long texts stream for a while; the frontend's own backend timeout is the tighter bound.
-        timeout=duration_pb2.Duration(seconds=max(settings.api_timeout_s + 60, 300)),
+        # A WebSocket lasts at most this long too (the frontend closes it just before).
+        timeout=duration_pb2.Duration(seconds=frontend_timeout_s(settings)),
         # Direct VPC egress with ALL_TRAFFIC: the call to the backend's *.run.app URL must leave
         # through the VPC to count as internal (PRIVATE_RANGES_ONLY would send it over the
         # internet, where the internal-only backend refuses it). Private Google Access on the

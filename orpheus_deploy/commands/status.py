@@ -39,6 +39,16 @@ def status(ctx: typer.Context) -> None:
     ui.out.print(f"GPU: {gpu['type']} x{gpu['count']}, zonal redundancy "
                  f"{'on' if gpu['zonal_redundancy'] else 'off'}, instances "
                  f"{gpu['min_instances']}..{gpu['max_instances']}", markup=False)
+    limits = report.limits
+    per_key = ", ".join(
+        f"{limits[k]} {what}" if limits[k] else f"no limit on {what}"
+        for k, what in (("key_max_streams", "streams at once"),
+                        ("key_requests_per_minute", "requests per minute")))
+    ui.out.print(f"Limits ({limits['source']}, per frontend instance): per API key {per_key}; "
+                 f"{limits['backend_slots']} backend slots, then a queue of "
+                 f"{limits['queue_size']} waiting up to {limits['queue_timeout_s']} s; "
+                 f"requests and WebSockets end after {limits['request_timeout_s']} s.",
+                 markup=False)
     cost = report.cost_per_hour
     ui.out.print(f"Estimated cost while the backend runs: ${cost['total_usd']:.2f}/hour per "
                  f"instance (list prices of {cost['prices_as_of']}, {cost['source']}); "

@@ -158,6 +158,8 @@ class LocalStack:
                     "ORPHEUS_BACKEND_AUTH": "none",
                     "API_KEY_SECRET": cfg.api_key,
                     "SNAC_MODEL_PATH": str(cfg.snac),
+                    # Requests beyond the backend's parallel slots wait in the frontend's queue.
+                    "ORPHEUS_BACKEND_SLOTS": str(cfg.parallel),
                 },
                 f"http://127.0.0.1:{cfg.port}/health",
             )

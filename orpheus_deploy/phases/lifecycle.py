@@ -20,7 +20,12 @@ from orpheus_deploy.resources.base import (
     Result,
     plan_resource,
 )
-from orpheus_deploy.resources.cloudrun import BackendService, CloudRunService, service_status
+from orpheus_deploy.resources.cloudrun import (
+    BackendService,
+    CloudRunService,
+    FrontendService,
+    service_status,
+)
 
 if TYPE_CHECKING:
     from orpheus_deploy.config import Settings
@@ -60,6 +65,8 @@ class StatusReport:
     # The manifest (phases/models.py): name, language, voices, object, size, resident.
     models: list[dict[str, Any]] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)  # gpu_memory.MemoryBudget.as_dict()
+    # The frontend's fair-use limits (per instance): as deployed, else as configured.
+    limits: dict[str, Any] = field(default_factory=dict)
 
     @property
     def existing(self) -> list[str]:
@@ -85,6 +92,7 @@ def status(settings: Settings, cloud: Cloud) -> StatusReport:
     backend_live = BackendService(settings).read_service(cloud)
     backend_uri = service_status(backend_live).uri
     out = StatusReport(model_object=state.model_object)
+    frontend_live: Any = None
     resources: list[Resource] = [*setup_resources(settings),
                                  *backend_resources(settings, state),
                                  *frontend_resources(settings, state, backend_uri)]
@@ -92,6 +100,8 @@ def status(settings: Settings, cloud: Cloud) -> StatusReport:
         if isinstance(resource, CloudRunService):
             live = backend_live if isinstance(resource, BackendService) else \
                 resource.read_service(cloud)
+            if isinstance(resource, FrontendService):
+                frontend_live = live
             st = service_status(live)
             matches = None
             if live is not None and not resource.inputs_missing():
@@ -119,6 +129,7 @@ def status(settings: Settings, cloud: Cloud) -> StatusReport:
     out.storage_per_month = storage_cost(settings, cloud).as_dict()
     frontend_uri = out.services.get(settings.names.frontend_service, {}).get("uri")
     out.models, out.memory = models_status(settings, cloud, state, frontend_uri)
+    out.limits = frontend_limits(settings, frontend_live)
     return out
 
 
@@ -146,6 +157,32 @@ def storage_cost(settings: Settings, cloud: Cloud) -> Any:
         except exceptions.NotFound:
             registry = 0
         return StorageCost(bucket_bytes(n.bucket), bucket_bytes(n.build_bucket), registry)
+
+
+# The frontend's environment variables behind each limit `orpheus status` shows.
+LIMIT_VARIABLES = {
+    "key_max_streams": "ORPHEUS_KEY_MAX_STREAMS",
+    "key_requests_per_minute": "ORPHEUS_KEY_REQUESTS_PER_MINUTE",
+    "backend_slots": "ORPHEUS_BACKEND_SLOTS",
+    "queue_size": "ORPHEUS_QUEUE_SIZE",
+    "queue_timeout_s": "ORPHEUS_QUEUE_TIMEOUT",
+    "request_timeout_s": "ORPHEUS_REQUEST_TIMEOUT",
+}
+
+
+def frontend_limits(settings: Settings, live: Any) -> dict[str, Any]:
+    """The limits the deployed frontend runs with (its environment), or the configured ones
+    when it is not deployed (or predates them)."""
+    from orpheus_deploy.specs import frontend_limits_env
+
+    env = {}
+    if live is not None and live.template.containers:
+        env = {e.name: e.value for e in live.template.containers[0].env if e.value}
+    source = "deployed" if all(v in env for v in LIMIT_VARIABLES.values()) else "configured"
+    if source == "configured":
+        env = frontend_limits_env(settings)
+    values: dict[str, Any] = {k: int(float(env[v])) for k, v in LIMIT_VARIABLES.items()}
+    return values | {"source": source, "per": "frontend instance"}
 
 
 def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> PhaseReport:

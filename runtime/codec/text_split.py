@@ -30,6 +30,10 @@ _LEVELS = (
 )
 
 
+# The same rules by name, for the incremental splitter of streamed text (text_stream.py).
+SENTENCE_BREAK, CLAUSE_BREAK, WORD_BREAK = _LEVELS
+
+
 def _normalise(unit: str) -> str:
     return " ".join(unit.split())
 

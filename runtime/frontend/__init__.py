@@ -4,9 +4,12 @@ Run it with ``python -m runtime.frontend`` (the container's CMD); build the app 
 ``runtime.frontend.app.create_app(settings)``.
 
 HTTP API
-    POST /v1/audio/speech   {model, input, voice, response_format, speed, stream} -> audio
+    POST /v1/audio/speech   {model, input, voice, response_format, speed, stream,
+                            stream_format} -> audio, or OpenAI's events with "sse"
+    WS   /v1/audio/speech/stream   text in as it is written, audio out (speech_socket.py)
     GET  /v1/audio/voices   GET /v1/audio/capabilities (formats, input limit, speed range)
-    GET  /v1/models         GET /health (the only API route without a key)
+    GET  /v1/models         GET /openapi.json
+    GET  /health (the only API route without a key)
     GET  /playground        the browser playground (static, no key; GET / redirects there)
     Keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Errors:
     ``{"error": {"message", "type", "param", "code"}}``. The key is checked before a /v1 body is
@@ -50,6 +53,12 @@ Environment (design section 3 names first; the rest are optional tuning)
     ORPHEUS_BACKEND_AUDIENCE        ID token audience if not the backend's origin       (origin)
     ORPHEUS_RETRY_INITIAL_BACKOFF / ORPHEUS_RETRY_MAX_BACKOFF   cold-start retries (s)   0.5 / 8
     ORPHEUS_LOG_LEVEL               log level of the JSON logs on stdout                INFO
+    ORPHEUS_KEY_MAX_STREAMS         per key and instance: streams at once (0: none)     0
+    ORPHEUS_KEY_REQUESTS_PER_MINUTE per key and instance: requests a minute (0: none)   0
+    ORPHEUS_BACKEND_SLOTS           backend generations at once from this instance      4
+    ORPHEUS_QUEUE_SIZE / ORPHEUS_QUEUE_TIMEOUT   waiting for a slot: how many, how long 16 / 30
+    ORPHEUS_REQUEST_TIMEOUT         the platform's request timeout: WebSockets close    (none)
+                                    cleanly 5 s before it
     ORPHEUS_HOST                    listen address                                      0.0.0.0
 
 Neither API_KEY_SECRET nor API_KEY_FILE, an unreadable key file or a missing SNAC decoder stops

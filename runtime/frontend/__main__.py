@@ -33,6 +33,7 @@ def main() -> int:
     import uvicorn
 
     from runtime.frontend.app import create_app
+    from runtime.frontend.serving import uvicorn_options
 
     uvicorn.run(
         create_app(settings),
@@ -42,7 +43,7 @@ def main() -> int:
         access_log=False,  # our access log has latency, time to first byte and audio seconds
         proxy_headers=True,
         forwarded_allow_ips="*",  # Cloud Run's front end is the only peer
-        timeout_graceful_shutdown=10,
+        **uvicorn_options(settings),
     )
     return 0
 

@@ -34,11 +34,27 @@ def request_id_from_headers(headers: dict[bytes, bytes]) -> str:
     return uuid.uuid4().hex
 
 
+def _state_fields(scope: Scope, stats_name: str) -> dict[str, object]:
+    """The caller's key NAME (never the key) and what the route reported, from the scope's
+    state."""
+    state = scope.get("state", {})
+    fields: dict[str, object] = {}
+    if state.get("api_key_name") is not None:
+        fields["key"] = state["api_key_name"]
+    stats = state.get(stats_name)
+    if stats is not None:
+        fields.update(stats.fields())
+    return fields
+
+
 class AccessLogMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -85,13 +101,10 @@ class AccessLogMiddleware:
                 "response_bytes": body_bytes,
                 "complete": complete,
             }
-            key_name = scope.get("state", {}).get("api_key_name")
-            if key_name is not None:
-                fields["key"] = key_name  # the key's name, never the key
-            stats = scope.get("state", {}).get("speech_stats")
-            if stats is not None:
-                fields.update(stats.fields())
-            if error is not None or status >= 500:
+            fields.update(_state_fields(scope, "speech_stats"))
+            # An event stream that failed mid-way ends cleanly (an error event), but it failed.
+            aborted = fields.get("outcome") == "aborted"
+            if error is not None or status >= 500 or aborted:
                 level = logging.ERROR
             elif not complete:  # aborted mid-stream or the client left: worth a look, not a page
                 level = logging.WARNING
@@ -99,4 +112,55 @@ class AccessLogMiddleware:
                 level = logging.INFO
             message = f"{scope.get('method')} {scope.get('path')} {status}"
             log.log(level, message, extra=fields, exc_info=error)
+            REQUEST_ID.reset(token)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One line per WebSocket connection, when it ends: 101 if it was accepted, its close
+        code and reason, the key's name, and what was spoken (speech_socket.SocketStats)."""
+        request_id = request_id_from_headers(dict(scope.get("headers", [])))
+        token = REQUEST_ID.set(request_id)
+        start = time.perf_counter()
+        status = 0
+        closed: dict[str, object] = {}
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "websocket.accept":
+                status = 101
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            elif message["type"] == "websocket.close":
+                status = status or 403  # closed before it was accepted
+                closed.setdefault("close_code", message.get("code", 1000))
+                closed.setdefault("close_reason", message.get("reason") or "")
+            await send(message)
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                closed.setdefault("close_code", message.get("code", 1000))
+                closed.setdefault("close_reason", "closed by the client")
+            return message
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            fields: dict[str, object] = {
+                "method": "WEBSOCKET",
+                "path": scope.get("path"),
+                "status": status or 500,
+                "latency_ms": round((time.perf_counter() - start) * 1000.0, 1),
+                **closed,
+            }
+            fields.update(_state_fields(scope, "socket_stats"))
+            code = closed.get("close_code")
+            failed = error is not None or (isinstance(code, int) and code >= 4500)
+            level = logging.ERROR if failed else logging.INFO
+            if not failed and isinstance(code, int) and code >= 4000:
+                level = logging.WARNING
+            log.log(level, f"WEBSOCKET {scope.get('path')} {code}", extra=fields, exc_info=error)
             REQUEST_ID.reset(token)

@@ -21,7 +21,9 @@ from runtime.frontend.decode_pool import DecodePool, default_workers
 from runtime.frontend.egress import EgressCheck
 from runtime.frontend.errors import install_error_handlers
 from runtime.frontend.gate import RequestGate
+from runtime.frontend.limits import BackendSlots, KeyLimits
 from runtime.frontend.logging_setup import install_request_id_stamp
+from runtime.frontend.openapi import OPENAPI_URL, install_openapi
 from runtime.frontend.playground import router as playground_router
 from runtime.frontend.routes import router
 from runtime.frontend.settings import Settings, load_settings
@@ -30,6 +32,9 @@ from runtime.frontend.speech import SpeechService
 __all__ = ["create_app"]
 
 log = logging.getLogger("orpheus.frontend")
+
+# Connections to the backend kept open between requests (llama-server keeps them alive).
+BACKEND_KEEPALIVE = 32
 
 
 def _working_formats() -> tuple[str, ...]:
@@ -60,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RuntimeError(f"ORPHEUS_DEFAULT_FORMAT {cfg.default_format!r} is not available")
         tokens = IdTokenProvider(cfg.audience) if cfg.backend_auth == "google-id-token" else None
         http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=BACKEND_KEEPALIVE),
             timeout=httpx.Timeout(cfg.api_timeout),
         )
         backend = BackendClient(
@@ -81,6 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.backend = backend
         app.state.egress = EgressCheck(cfg.api_url)
         app.state.speech = SpeechService(cfg, backend, decoder, pool, formats)
+        app.state.key_limits = KeyLimits(cfg.key_max_streams, cfg.key_requests_per_minute)
+        app.state.backend_slots = BackendSlots(cfg.backend_slots, cfg.queue_size,
+                                               cfg.queue_timeout)
         log.info(
             "frontend ready",
             extra={
@@ -101,15 +109,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_request_id_stamp()
     app = FastAPI(
         title="Orpheus TTS",
-        description="OpenAI-compatible text-to-speech backed by Orpheus on Cloud Run.",
+        description="OpenAI-compatible text-to-speech backed by Orpheus on Cloud Run. Besides "
+        "these routes, the WebSocket /v1/audio/speech/stream takes text as it is written and "
+        "answers with audio (README, 'Streaming text in').",
         version="0.1.0",
         lifespan=lifespan,
+        openapi_url=OPENAPI_URL,
+        # No /docs or /redoc: such a page fetches the document without the key it needs.
+        docs_url=None,
+        redoc_url=None,
     )
     if settings is not None:
         app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(playground_router)
+    install_openapi(app)
     # Added first, so it runs inside the access log: refused requests are logged too.
     app.add_middleware(RequestGate)
     app.add_middleware(AccessLogMiddleware)

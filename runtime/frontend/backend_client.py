@@ -12,6 +12,8 @@ error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import datetime
 import json
 import logging
@@ -31,7 +33,7 @@ from runtime.frontend.errors import (
     BackendUnavailable,
 )
 
-__all__ = ["BackendClient", "GenerationParams", "IdTokenProvider"]
+__all__ = ["BACKEND_USAGE", "BackendClient", "GenerationParams", "IdTokenProvider", "TokenUsage"]
 
 log = logging.getLogger("orpheus.frontend.backend")
 
@@ -39,6 +41,31 @@ _RETRY_STATUSES = frozenset({429, 502, 503})
 # Orpheus' end-of-speech token, as a completions server renders it. Stopping on it server-side
 # frees the slot at once instead of after max_tokens.
 END_OF_SPEECH_TEXT = "<custom_token_2>"
+
+
+@dataclass
+class TokenUsage:
+    """Token counts the backend reported (llama-server puts OpenAI's `usage` in its last event;
+    llama_cpp.server does not), summed over the requests of one response."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reports: int = 0  # how many backend answers carried a usage object
+
+    def add(self, usage: dict[str, Any]) -> None:
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+            self.reports += 1
+
+
+# Where `stream_text` adds the usage it reads. A response that reports usage (the SSE stream's
+# `speech.audio.done`) sets a fresh TokenUsage before it starts the speech producer, whose task
+# inherits the context; everything else leaves it None.
+BACKEND_USAGE: contextvars.ContextVar[TokenUsage | None] = contextvars.ContextVar(
+    "backend_usage", default=None
+)
 
 
 class IdTokenProvider:
@@ -257,10 +284,36 @@ class BackendClient:
 
         `max_tokens` overrides the configured limit downwards (a segment's own budget);
         `on_finish` hears the completion's `finish_reason` (``"length"``: it hit `max_tokens`).
-        Closing the generator (a client that went away, a deadline) closes the HTTP response, which
-        drops the connection, which makes llama.cpp stop generating for that slot.
+        Closing the generator, or cancelling the task that iterates it (a client that went away,
+        a deadline), ends the backend request at once: the connection is closed, which makes
+        llama.cpp stop generating for that slot, and nothing is left in the connection pool.
+
+        The request runs in a task of its own (`_Exchange`) that is never cancelled while it is
+        inside httpx: a cancellation that lands in httpcore's clean-up of a response (a shielded
+        lock, an anyio scope that a native `Task.cancel()` goes through) leaves the connection
+        marked ACTIVE and its socket open for good: the backend slot keeps generating for nobody
+        and the pool keeps a dead connection. To stop, the exchange's socket is closed instead,
+        and httpx ends the request through its ordinary error path.
         """
+        exchange = _Exchange(self._texts(prompt, deadline, on_retry, max_tokens=max_tokens,
+                                         on_finish=on_finish, model=model))
+        try:
+            while True:
+                item = await exchange.next()
+                if item is None:
+                    return
+                yield item
+        finally:
+            await exchange.stop()
+
+    async def _texts(self, prompt: str, deadline: float,
+                     on_retry: Callable[[str | None], None] | None, *,
+                     max_tokens: int | None, on_finish: Callable[[str], None] | None,
+                     model: str | None) -> AsyncGenerator[str | httpx.Response, None]:
+        """The text pieces, preceded by the response once it has been opened (so that the
+        exchange can close its socket)."""
         response = await self._open(prompt, deadline, on_retry, max_tokens, model)
+        yield response
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # Some servers ignore `stream`; accept one JSON completion rather than fail.
@@ -273,6 +326,7 @@ class BackendClient:
                         f"completion ({kind}): {raw[:100].decode('utf-8', 'replace')}"
                     )
                 _report_finish(body, on_finish)
+                _count_usage(body)
                 text = _choice_text(body)
                 if text:
                     yield text
@@ -310,6 +364,7 @@ class BackendClient:
                 if "error" in event:
                     raise BackendError(f"the backend failed mid-stream: {_error_text(event)}")
                 _report_finish(event, on_finish)
+                _count_usage(event)
                 text = _choice_text(event)
                 if text:
                     yield text
@@ -319,7 +374,6 @@ class BackendClient:
             raise BackendError(f"the backend connection broke mid-stream ({exc})") from exc
         finally:
             await response.aclose()
-
 
     async def model_states(self, timeout: float = 2.0) -> dict[str, str] | None:
         """Each model's status as llama-server's router reports it (``GET /v1/models``:
@@ -337,6 +391,93 @@ class BackendClient:
             if isinstance(status, dict) and isinstance(status.get("value"), str):
                 states[str(card.get("id"))] = status["value"]
         return states
+
+
+class _Exchange:
+    """One backend request in its own task, handing its text pieces over one at a time.
+
+    The caller's task never awaits httpx, so whatever cancels the caller cannot interrupt httpx
+    half-way. `stop()` ends the request from outside without cancelling it inside httpx: while
+    the response streams, its socket is closed (a pending read then fails and httpx cleans up as
+    for any broken connection) and an exchange waiting to hand over a piece is released; only
+    before the response exists (connecting, waiting for headers, backing off) is the task
+    cancelled, once, which httpcore's own handlers cover. Either way the stop waits for the
+    task to end, whatever happens to the caller meanwhile.
+    """
+
+    _STOP_WAIT_S = 10.0
+
+    def __init__(self, texts: AsyncGenerator[str | httpx.Response, None]) -> None:
+        self._texts = texts
+        self._items: asyncio.Queue[str | BaseException | None] = asyncio.Queue(maxsize=1)
+        self._response: httpx.Response | None = None
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="orpheus-backend-exchange")
+
+    async def next(self) -> str | None:
+        """The next text piece; None at the end; raises what the request raised."""
+        item = await self._items.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def _run(self) -> None:
+        try:
+            async with contextlib.aclosing(self._texts) as texts:
+                async for piece in texts:
+                    if isinstance(piece, httpx.Response):
+                        self._response = piece
+                        continue
+                    if self._stopping:
+                        return
+                    await self._items.put(piece)
+                    if self._stopping:
+                        return
+        except Exception as exc:  # the caller raises it
+            if not self._stopping:
+                await self._items.put(exc)
+            return
+        await self._items.put(None)
+
+    async def stop(self) -> None:
+        task = self._task
+        if task.done():
+            return
+        self._stopping = True
+        response = self._response
+        if response is None:
+            task.cancel()  # not streaming yet: httpcore's handlers cover one cancellation
+        else:
+            stream = response.extensions.get("network_stream")
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(stream.aclose())
+        while not self._items.empty():  # release an exchange waiting to hand over a piece
+            self._items.get_nowait()
+        cancelled = False
+        deadline = asyncio.get_running_loop().time() + self._STOP_WAIT_S
+        while not task.done():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                log.error("the backend request did not end within %.0f s of being stopped",
+                          self._STOP_WAIT_S)
+                break
+            try:
+                await asyncio.wait({task}, timeout=remaining)
+            except asyncio.CancelledError:
+                cancelled = True  # the caller is being cancelled: finish stopping first
+            while not self._items.empty():
+                self._items.get_nowait()
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failure after the stop is nobody's business
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+def _count_usage(event: dict[str, Any]) -> None:
+    usage, counter = event.get("usage"), BACKEND_USAGE.get()
+    if counter is not None and isinstance(usage, dict):
+        counter.add(usage)
 
 
 def _choice_text(event: dict[str, Any]) -> str:

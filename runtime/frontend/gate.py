@@ -6,6 +6,10 @@ one answered with a parse error instead of a 401). This pure ASGI middleware the
 key from the headers first, then reads the body itself up to `Settings.max_body_bytes` (413 beyond
 that, from the declared Content-Length when there is one, else as soon as the chunks pass it) and
 hands the app the bytes it read. Nothing is read from a caller without a key.
+
+It guards HTTP requests only (and /openapi.json besides /v1): the speech WebSocket checks the key
+at its handshake itself (speech_socket.py), and the request head's size is bounded by the server
+(serving.py), before any of this runs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from runtime.frontend.errors import APIError, error_response
 __all__ = ["RequestGate"]
 
 GUARDED_PREFIX = "/v1"
+# Outside /v1 but behind the key all the same: the API's own description.
+GUARDED_PATHS = frozenset({"/openapi.json"})
 
 
 def _too_large(limit: int) -> APIError:
@@ -69,7 +75,9 @@ class RequestGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path != GUARDED_PREFIX and not path.startswith(GUARDED_PREFIX + "/"):
+        guarded = (path == GUARDED_PREFIX or path.startswith(GUARDED_PREFIX + "/")
+                   or path in GUARDED_PATHS)
+        if not guarded:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state

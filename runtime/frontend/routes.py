@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from runtime.codec.protocol import EMOTION_TAGS, SAMPLE_RATE
 from runtime.frontend.audio_response import AudioStreamResponse
 from runtime.frontend.auth import require_api_key
+from runtime.frontend.limits import BackendSlots, KeyLimits
 from runtime.frontend.schemas import (
     ErrorResponse,
     ModelCard,
@@ -18,6 +19,8 @@ from runtime.frontend.schemas import (
     VoiceList,
 )
 from runtime.frontend.speech import SpeechService, SpeechStats
+from runtime.frontend.speech_socket import SOCKET_PATH, speech_socket
+from runtime.frontend.sse import SpeechEvents
 
 __all__ = ["router"]
 
@@ -32,7 +35,8 @@ v1 = APIRouter(
 _SPEECH_ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "invalid request (the field is in `param`)"},
     502: {"model": ErrorResponse, "description": "the backend failed before any audio"},
-    503: {"model": ErrorResponse, "description": "the backend is unavailable (retry later)"},
+    503: {"model": ErrorResponse, "description": "the backend is unavailable, or every backend "
+          "slot is busy and the queue is full or the wait ran out (retry later)"},
     504: {"model": ErrorResponse, "description": "no audio before ORPHEUS_API_TIMEOUT"},
 }
 
@@ -55,22 +59,26 @@ async def ready(request: Request) -> JSONResponse:
                         status_code=200 if connected else 503)
 
 
-@v1.post(
-    "/audio/speech",
-    responses={
-        200: {
-            "content": {"audio/mpeg": {}, "audio/wav": {}, "audio/pcm": {}},
-            "description": "audio, streamed as it is decoded unless `stream` is false",
-        },
-        **_SPEECH_ERRORS,
-    },
-)
+# The 200's media types (one per format, and text/event-stream) are listed by openapi.py.
+@v1.post("/audio/speech", response_class=AudioStreamResponse, status_code=200,
+         responses=_SPEECH_ERRORS)
 async def create_speech(body: SpeechRequest, request: Request) -> AudioStreamResponse:
     service = _service(request)
     job = service.prepare(body)
+    key_limits: KeyLimits = request.app.state.key_limits
+    stream_lease = key_limits.admit(request.state.api_key_name)  # 429 over the key's limits
+    slots: BackendSlots = request.app.state.backend_slots
     stats = SpeechStats()
     request.state.speech_stats = stats  # read by the access log when the response is done
-    return AudioStreamResponse(service.start(job, stats), job.fmt, buffered=not job.stream)
+    return AudioStreamResponse(
+        lambda: service.start(job, stats),
+        job.fmt,
+        stats,
+        buffered=not job.stream,
+        framing=SpeechEvents() if body.stream_format == "sse" else None,
+        slot=slots.acquire,
+        leases=[stream_lease],
+    )
 
 
 @v1.get("/audio/voices", response_model=VoiceList)
@@ -104,3 +112,6 @@ async def list_models(request: Request) -> ModelList:
 
 
 router.include_router(v1)
+# Outside `v1`: its key dependency reads an HTTP request; the socket checks the key itself, at the
+# handshake or in its first message (speech_socket.py).
+router.add_api_websocket_route(SOCKET_PATH, speech_socket)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ErrorResponse",
     "ModelCard",
     "ModelList",
+    "SpeechAudioDelta",
+    "SpeechAudioDone",
     "SpeechCapabilities",
     "SpeechRequest",
+    "SpeechStreamError",
     "VoiceInfo",
     "VoiceList",
     "VoiceRef",
@@ -48,7 +53,11 @@ class SpeechRequest(BaseModel):
         description="true: chunked audio as it is decoded; false: the whole file with a length "
         "(a WAV then carries its exact sizes).",
     )
-    stream_format: str | None = Field(None, description="Only 'audio' is supported.")
+    stream_format: str | None = Field(
+        None,
+        description="audio (default): the file itself; sse: OpenAI's server-sent events "
+        "(speech.audio.delta with base64 audio, then speech.audio.done with usage).",
+    )
     instructions: str | None = Field(None, description="Not supported by Orpheus; must be empty.")
 
 
@@ -108,4 +117,28 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     """OpenAI's error body; every non-2xx answer has this shape (see errors.py)."""
 
+    error: ErrorDetail
+
+
+# The events of `stream_format: "sse"` (sse.py), for the OpenAPI document.
+class SpeechAudioDelta(BaseModel):
+    type: Literal["speech.audio.delta"]
+    audio: str = Field(..., description="The next bytes of the audio file, base64.")
+
+
+class SpeechUsage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class SpeechAudioDone(BaseModel):
+    type: Literal["speech.audio.done"]
+    usage: SpeechUsage
+
+
+class SpeechStreamError(BaseModel):
+    """Sent instead of speech.audio.done when the stream fails after it started."""
+
+    type: Literal["error"]
     error: ErrorDetail

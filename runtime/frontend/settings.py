@@ -94,6 +94,22 @@ class Settings(BaseSettings):
         8.0, gt=0.0, validation_alias=_env("ORPHEUS_RETRY_MAX_BACKOFF")
     )
     log_level: str = Field("INFO", validation_alias=_env("ORPHEUS_LOG_LEVEL"))
+    # Fair use (limits.py). Per key and per instance; 0 (the default) turns a limit off: with the
+    # one key a deployment starts with, every caller is the same caller.
+    key_max_streams: int = Field(0, ge=0, validation_alias=_env("ORPHEUS_KEY_MAX_STREAMS"))
+    key_requests_per_minute: int = Field(
+        0, ge=0, validation_alias=_env("ORPHEUS_KEY_REQUESTS_PER_MINUTE")
+    )
+    # Backend generations at once from this instance (N_PARALLEL x backend max instances; 0: no
+    # limit), and the queue in front of them.
+    backend_slots: int = Field(4, ge=0, validation_alias=_env("ORPHEUS_BACKEND_SLOTS"))
+    queue_size: int = Field(16, ge=0, validation_alias=_env("ORPHEUS_QUEUE_SIZE"))
+    queue_timeout: float = Field(30.0, gt=0.0, validation_alias=_env("ORPHEUS_QUEUE_TIMEOUT"))
+    # The platform's request timeout (Cloud Run's, set by the deploy): a WebSocket closes itself
+    # cleanly just before it (speech_socket.py). None: no limit.
+    request_timeout: float | None = Field(
+        None, gt=0.0, validation_alias=_env("ORPHEUS_REQUEST_TIMEOUT")
+    )
 
     @field_validator("api_key_secret")
     @classmethod

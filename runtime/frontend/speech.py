@@ -48,6 +48,7 @@ log = logging.getLogger("orpheus.frontend.speech")
 
 # Names OpenAI clients send by default; all mean "the deployed Orpheus model".
 MODEL_ALIASES = ("orpheus", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
+STREAM_FORMATS = ("audio", "sse")  # audio: the file itself; sse: OpenAI's events (sse.py)
 QUEUE_CHUNKS = 16  # encoded chunks buffered per response before the producer waits
 _CANCEL_GRACE_S = 1.0  # how long past the deadline the producer gets to end by itself
 
@@ -409,7 +410,9 @@ class SpeechService:
                 param="voice",
                 code="invalid_voice",
             )
-        fmt = (request.response_format or settings.default_format).lower()
+        # Only a missing format means the default: "" is a mistake (OpenAI answers it with 400).
+        fmt = (settings.default_format if request.response_format is None
+               else request.response_format).lower()
         if fmt not in self.formats:
             raise APIError(
                 400,
@@ -417,10 +420,10 @@ class SpeechService:
                 param="response_format",
                 code="unsupported_format",
             )
-        if request.stream_format not in (None, "audio"):
+        if request.stream_format not in (None, *STREAM_FORMATS):
             raise APIError(
                 400,
-                "only stream_format 'audio' is supported",
+                f"unsupported stream_format {request.stream_format!r}; use 'audio' or 'sse'",
                 param="stream_format",
                 code="unsupported_stream_format",
             )

@@ -70,6 +70,9 @@ def test_names_derive_from_name_project_region(workdir):
     ("region = \"Not A Region\"\n", "region"),
     ("backend_min_instances = 2\n", "backend_min_instances"),
     ("name = \"Bad_Name\"\n", "name"),
+    ("frontend_timeout_s = 7200\n", "3600"),
+    ("key_max_streams = -1\n", "key_max_streams"),
+    ("queue_timeout_s = 0\n", "queue_timeout_s"),
     ("this is not toml", "TOML"),
 ])
 def test_bad_config_is_a_clear_error(workdir, content, needle):

@@ -281,6 +281,14 @@ def test_destroy_then_status_leaves_only_the_bucket(cloud: Any, run_cli: Any, mo
     status = json.loads(run_cli("--json", "status").stdout)
     assert status["services"]["orpheus-backend"]["ready"] is True
     assert status["cost_per_hour"]["total_usd"] > 0.5
+    # The limits the deployed frontend runs with, read back from its revision.
+    assert status["limits"] == {
+        "key_max_streams": 0, "key_requests_per_minute": 0, "backend_slots": 4,
+        "queue_size": 16, "queue_timeout_s": 30, "request_timeout_s": 300,
+        "source": "deployed", "per": "frontend instance"}
+    shown = run_cli("status").stdout
+    assert "Limits (deployed, per frontend instance): per API key no limit on streams" in shown
+    assert "4 backend slots, then a queue of 16 waiting up to 30 s" in shown
 
     refused = run_cli("destroy")  # no --yes and no terminal: nothing is deleted
     assert refused.exit_code != 0
@@ -292,6 +300,7 @@ def test_destroy_then_status_leaves_only_the_bucket(cloud: Any, run_cli: Any, mo
     assert status["existing"] == [f"bucket/orpheus-models-{PROJECT}"]
     assert cloud.storage.object_metadata(f"orpheus-models-{PROJECT}", model_file.name)
     assert status["images"] == {"backend": None, "frontend": None}
+    assert status["limits"]["source"] == "configured"
 
 
 def test_smoke_test_against_the_real_frontend_app(cloud: Any, run_cli: Any,

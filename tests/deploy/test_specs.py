@@ -90,6 +90,12 @@ def test_frontend_spec_field_by_field(settings: Settings) -> None:
         "ORPHEUS_API_TIMEOUT": "300",
         "API_KEY_FILE": "/secrets/orpheus/api-keys.json",
         "ORPHEUS_API_KEY_REFRESH_S": "30.0",
+        "ORPHEUS_KEY_MAX_STREAMS": "0",
+        "ORPHEUS_KEY_REQUESTS_PER_MINUTE": "0",
+        "ORPHEUS_BACKEND_SLOTS": "4",
+        "ORPHEUS_QUEUE_SIZE": "16",
+        "ORPHEUS_QUEUE_TIMEOUT": "30",
+        "ORPHEUS_REQUEST_TIMEOUT": "360",
     }
     # The keys: a secret volume that follows the latest version (re-read, no redeploy), not a
     # secret environment variable (resolved once, when an instance starts).
@@ -137,6 +143,25 @@ def test_settings_flow_into_specs() -> None:
     assert env_of(f.template.containers[0])["ORPHEUS_API_URL"] == f"{BACKEND_URI}/v1/completions"
     assert env_of(f.template.containers[0])["ORPHEUS_TEMPERATURE"] == "0.5"
     assert f.template.service_account.startswith("tts-frontend@")
+
+
+def test_limits_and_the_request_timeout_flow_into_the_frontend() -> None:
+    s = Settings(project=PROJECT, n_parallel=2, backend_max_instances=3, key_max_streams=2,
+                 key_requests_per_minute=90, queue_size=5, queue_timeout_s=12,
+                 frontend_timeout_s=3600)
+    f = frontend_service_spec(s, FRONTEND_IMAGE, BACKEND_URI)
+    env = env_of(f.template.containers[0])
+    assert (env["ORPHEUS_KEY_MAX_STREAMS"], env["ORPHEUS_KEY_REQUESTS_PER_MINUTE"]) == ("2", "90")
+    # The frontend's slot budget is the backend's whole capacity.
+    assert env["ORPHEUS_BACKEND_SLOTS"] == "6"
+    assert (env["ORPHEUS_QUEUE_SIZE"], env["ORPHEUS_QUEUE_TIMEOUT"]) == ("5", "12")
+    # Cloud Run ends requests and WebSockets at the timeout; the frontend knows it.
+    assert f.template.timeout.total_seconds() == 3600
+    assert env["ORPHEUS_REQUEST_TIMEOUT"] == "3600"
+    # Never shorter than a backend call plus a minute.
+    short = frontend_service_spec(Settings(project=PROJECT, frontend_timeout_s=60,
+                                           api_timeout_s=120), FRONTEND_IMAGE, BACKEND_URI)
+    assert short.template.timeout.total_seconds() == 180
 
 
 @pytest.mark.parametrize("image", ["repo/orpheus-backend:latest", "repo/orpheus-backend"])

@@ -81,6 +81,18 @@ def test_health_needs_no_key(frontend):
     assert httpx.get(f"{frontend.base_url}/health").status_code == 200
 
 
+def test_health_is_the_only_open_route(frontend):
+    # The API description is behind the key like the API; there are no /docs or /redoc pages
+    # (their browser page could not send the key to fetch the description).
+    assert_401(httpx.get(f"{frontend.base_url}/openapi.json"), "missing_api_key")
+    described = httpx.get(f"{frontend.base_url}/openapi.json", headers=frontend.headers())
+    assert described.status_code == 200 and "/v1/audio/speech" in described.json()["paths"]
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        response = httpx.get(f"{frontend.base_url}{path}", headers=frontend.headers())
+        assert response.status_code == 404
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
 def test_no_key_in_any_log(rotating, caplog):
     caplog.set_level(logging.DEBUG)
     speech(rotating, {"X-API-Key": OLD})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import openai
@@ -42,11 +43,13 @@ def assert_400(response: httpx.Response, param: str | None, code: str) -> str:
         ({"input": 42}, "input", "invalid_value"),
         ({"voice": "darth"}, "voice", "invalid_voice"),
         ({"response_format": "ogg-vorbis"}, "response_format", "unsupported_format"),
+        # OpenAI answers an empty format with 400 too; only a missing one means the default.
+        ({"response_format": ""}, "response_format", "unsupported_format"),
         ({"speed": 0.1}, "speed", "invalid_value"),
         ({"speed": 4.5}, "speed", "invalid_value"),
         ({"speed": "fast"}, "speed", "invalid_value"),
         ({"model": "dall-e-3"}, "model", "model_not_found"),
-        ({"stream_format": "sse"}, "stream_format", "unsupported_stream_format"),
+        ({"stream_format": "websocket"}, "stream_format", "unsupported_stream_format"),
         ({"instructions": "Speak like a pirate"}, "instructions", "unsupported_parameter"),
     ],
 )
@@ -167,3 +170,26 @@ def test_voice_object_of_the_openai_sdk(frontend, fake_backend):
     assert pcm_samples(audio.content).size == 10 * SAMPLES_PER_FRAME
     assert fake_backend.completions[-1].body["prompt"] == "<|audio|>leo: Hi.<|eot_id|>"
     assert_400(post(frontend, voice={"id": "voice_1234"}), "voice", "invalid_voice")
+
+
+def test_a_huge_header_is_refused_before_it_is_read(frontend):
+    # 20 MB of header: the server must stop reading and hang up after its bound on the request
+    # head (serving.MAX_HEADER_BYTES), long before the 401, instead of buffering it all.
+    from runtime.frontend.serving import MAX_HEADER_BYTES
+
+    host, port = frontend.base_url.removeprefix("http://").split(":")
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        piece = b"a" * 65536
+        try:
+            while sent < 20 << 20:
+                sock.sendall(piece)
+                sent += len(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed the connection (a timeout would fail the test instead)
+    assert sent < 20 << 20
+    # A large but reasonable header is still read, and answered with the usual 401.
+    big = httpx.post(f"{frontend.base_url}/v1/audio/speech", json=GOOD,
+                     headers={"Cookie": "c=" + "x" * (MAX_HEADER_BYTES // 2)})
+    assert big.status_code == 401

@@ -2,9 +2,10 @@
 
 For every operation the schema lists, generated requests, both valid by the schema (positive) and
 invalid (negative: wrong types, missing fields, out-of-range values), are sent with a valid key.
-A request passes when the answer is not a 5xx, and when every error answer is a JSON body of
-OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``. Shared by the CI test (few
-examples) and bench/reliability.py (many).
+A request passes when the answer is not a 5xx, when every error answer is a JSON body of OpenAI's
+shape ``{"error": {"message", "type", "param", "code"}}``, and when the answer's media type is one
+the schema lists for its status. The schema must be exact: a request it calls valid must succeed.
+Shared by the CI test (few examples) and bench/reliability.py (many).
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ def fuzz(base_url: str, key: str, *, examples: int) -> FuzzReport:
     import schemathesis
     from schemathesis import GenerationMode
 
-    raw = httpx.get(f"{base_url}/openapi.json", timeout=30).json()
+    # The document is behind the key, like every route but /health.
+    raw = httpx.get(f"{base_url}/openapi.json", headers={"X-API-Key": key}, timeout=30).json()
     schema = schemathesis.openapi.from_dict(raw)
     report = FuzzReport()
 
-    def check(case: Any) -> None:
+    def check(case: Any, mode: Any) -> None:
         response = case.call(base_url=base_url, headers={"X-API-Key": key}, timeout=60)
         report.requests += 1
         report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
@@ -57,19 +59,31 @@ def fuzz(base_url: str, key: str, *, examples: int) -> FuzzReport:
             problem = error_shape_problem(response)
             if problem:
                 report.problems.append(f"{label}: {problem}")
+        if mode == GenerationMode.POSITIVE and not 200 <= response.status_code < 300:
+            report.problems.append(f"{label}: a request valid by the schema got "
+                                   f"{response.status_code}: {response.text[:200]!r}")
+        documented = raw["paths"][case.path][case.method.lower()]["responses"]
+        listed = documented.get(str(response.status_code), {}).get("content", {})
+        kind = response.headers.get("content-type") or ""
+        kind = kind[0] if isinstance(kind, list) else kind  # schemathesis keeps header lists
+        if kind not in listed:
+            report.problems.append(f"{label}: {response.status_code} {kind!r} is not in the "
+                                   f"schema ({sorted(listed)})")
+
+    def runner(operation: Any, mode: Any) -> Any:
+        @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case: Any) -> None:
+            check(case, mode)
+
+        return run
 
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def run(case: Any) -> None:
-                check(case)
-
             try:
-                run()
+                runner(operation, mode)()
             except Unsatisfiable:
                 continue  # e.g. no negative form of an operation without parameters
     return report
