@@ -186,7 +186,7 @@ class Settings:
     api_key_refresh_s: float = 30.0
     # Cloud Run's request timeout for the frontend: the longest a response, or a WebSocket
     # conversation, may last (Cloud Run allows up to 3600). At least api_timeout_s + 60.
-    frontend_timeout_s: int = 300
+    frontend_timeout_s: int = 360
     # Fair use, enforced by each frontend instance on its own (README "Limits"): per API key,
     # streams at once and requests per minute (0: no limit); and a queue in front of the
     # backend's N_PARALLEL x backend_max_instances slots (its length and longest wait).

@@ -284,7 +284,7 @@ def test_destroy_then_status_leaves_only_the_bucket(cloud: Any, run_cli: Any, mo
     # The limits the deployed frontend runs with, read back from its revision.
     assert status["limits"] == {
         "key_max_streams": 0, "key_requests_per_minute": 0, "backend_slots": 4,
-        "queue_size": 16, "queue_timeout_s": 30, "request_timeout_s": 300,
+        "queue_size": 16, "queue_timeout_s": 30, "request_timeout_s": 360,
         "source": "deployed", "per": "frontend instance"}
     shown = run_cli("status").stdout
     assert "Limits (deployed, per frontend instance): per API key no limit on streams" in shown
