@@ -7,7 +7,6 @@ In ``--json`` mode stdout carries exactly one JSON object per command (the resul
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,7 +87,9 @@ class UI:
     def ci(self) -> bool:
         """Running in CI (``CI=true``, as GitHub Actions, GitLab and most CI systems set it):
         output goes to logs that are kept and shared, so secrets are never printed."""
-        return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+        from orpheus_deploy.secret_file import is_ci
+
+        return is_ci()
 
     def show_secret_once(self, label: str, value: str) -> None:
         """Print a generated secret to the terminal exactly once (stdout; never logged). Never

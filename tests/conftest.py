@@ -25,6 +25,9 @@ def pytest_configure(config: object) -> None:
     os.environ["CLOUDSDK_CONFIG"] = str(sandbox / "gcloud")
     os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
     os.environ.pop("GOOGLE_CLOUD_PROJECT", None)
+    # CI services set CI=true and the CLI then withholds secrets from its output; the tests that
+    # are about that mode set it themselves, every other test runs as on a developer's terminal.
+    os.environ.pop("CI", None)
     for name in list(os.environ):
         if name.startswith("ORPHEUS_"):
             del os.environ[name]
