@@ -1,6 +1,6 @@
 """Benchmark: CPU cost and first-audio latency of decoding Orpheus tokens to audio.
 
-    .venv/bin/python -m bench.decode [--frames 70] [--repeats 2] [--heads 40] [--cache-dir DIR]
+    .venv/bin/python -m bench.decode [--frames 70] [--repeats 2] [--heads 200] [--cache-dir DIR]
 
 One run, one token stream, one ONNX model of the real SNAC 24 kHz architecture (random weights,
 seed 0; exported on first use and cached), compared side by side on 1 and 2 ONNX Runtime threads:
@@ -9,8 +9,8 @@ seed 0; exported on first use and cached), compared side by side on 1 and 2 ONNX
   4 frames and keep the second frame's 2048 samples (4 decodes per frame; the last frames are never
   flushed).
 * ours_fast: `runtime.codec.AudioStream` as the frontend runs it (ORPHEUS_FAST_START, the default):
-  the step graph, every frame decoded once, an approximate first 1024 samples after 2 frames
-  (14 tokens) crossfaded into the exact decode, final flush.
+  the step graph, every frame decoded once, an approximate first 512 samples after 2 frames
+  (14 tokens) crossfaded into the exact decode over 256 more, final flush.
 * ours: the same without the fast start (first audio after 3 frames, all exact): the previous
   default, for the before/after comparison.
 * ours_windowed: the whole-utterance graph only (chunks with 2 frames of context on each side,
@@ -23,6 +23,10 @@ jump of the decode within 10 ms (the scale that masks a click; tests/fixtures/cl
 step above 5% of it), next to the largest step inside the approximate samples themselves. These are
 measured on the long utterance and on `--heads` more short ones (worst case reported). Every chunk
 boundary of every stream is also checked for clicks.
+
+The head's cost: what each stream spends before its first byte with the fast start, measured side
+by side (alternating calls, median): the head graph (`decode_start`, only the 1280 samples used)
+vs a whole decode of the 2 frames (what the fast start did before the head graph).
 
 CPU time is `time.process_time()` (all threads of this process) per second of audio of the
 utterance; the schemes alternate within each repeat and the median over repeats is reported, so
@@ -44,8 +48,8 @@ import numpy as np
 
 from runtime.codec import SAMPLE_RATE, SAMPLES_PER_FRAME, AudioStream, SnacOnnxDecoder
 from runtime.codec.protocol import Frame, frame_to_token_text
-from runtime.codec.snac_onnx import stream_model_path
-from runtime.codec.streaming import HEAD_BLEND, HEAD_SAMPLES, to_int16
+from runtime.codec.snac_onnx import companion_paths
+from runtime.codec.streaming import HEAD_BLEND, HEAD_FRAMES, HEAD_SAMPLES, to_int16
 from runtime.codec.tokens import TokenStreamParser
 from tests.fixtures.clicks import WINDOW, chunk_boundaries
 
@@ -56,7 +60,9 @@ def real_snac_onnx(cache_dir: Path) -> Path:
     """The real 24 kHz architecture with random weights, exported once per config and opset."""
     from runtime.codec.export_snac import DEFAULT_OPSET, REAL_24KHZ_CONFIG
 
-    key = json.dumps([REAL_24KHZ_CONFIG, SEED, DEFAULT_OPSET, "stream-v3"], sort_keys=True).encode()
+    head = ["head-v1", HEAD_FRAMES, HEAD_SAMPLES + HEAD_BLEND]
+    key = json.dumps([REAL_24KHZ_CONFIG, SEED, DEFAULT_OPSET, "stream-v3", head], sort_keys=True)
+    key = key.encode()
     path = cache_dir / f"snac24k-random-{hashlib.sha256(key).hexdigest()[:12]}.onnx"
     if not path.exists():
         import torch
@@ -69,7 +75,8 @@ def real_snac_onnx(cache_dir: Path) -> Path:
         partial = path.with_name(f"partial-{path.name}")
         export_decoder(model, partial)
         verify(model, partial)
-        stream_model_path(partial).replace(stream_model_path(path))
+        for made, final in zip(companion_paths(partial), companion_paths(path), strict=True):
+            made.replace(final)
         partial.replace(path)
     return path
 
@@ -186,11 +193,33 @@ def short_heads(decoder: SnacOnnxDecoder, count: int) -> dict[str, float]:
     return worst
 
 
+def head_cost_ms(decoder: SnacOnnxDecoder, repeats: int = 30) -> tuple[float, float]:
+    """(head graph, whole 2-frame decode): median ms of each, calls alternating."""
+    rng = np.random.default_rng(SEED + 2)
+    frames: list[Frame] = [
+        tuple(int(c) for c in row)  # type: ignore[misc]
+        for row in rng.integers(0, 4096, size=(HEAD_FRAMES, 7))
+    ]
+    span = HEAD_SAMPLES + HEAD_BLEND
+    calls = {
+        "head": lambda: decoder.decode_start(frames, span),
+        "whole": lambda: decoder.decode(frames),
+    }
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for index in range(repeats + 2):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if index >= 2:  # the first calls allocate
+                times[name].append((time.perf_counter() - start) * 1000)
+    return statistics.median(times["head"]), statistics.median(times["whole"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Orpheus decode benchmark")
     parser.add_argument("--frames", type=int, default=70, help="utterance length in frames")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=40, help="short utterances for head error")
+    parser.add_argument("--heads", type=int, default=200, help="short utterances for head error")
     parser.add_argument(
         "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "orpheus-bench-cache"
     )
@@ -259,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"ours_fast_{key}"] = _fig(value)
             for key, value in short_heads(decoder, args.heads).items():
                 results[f"heads_worst_{key}"] = _fig(value)
+            if decoder.head_span != (HEAD_FRAMES, HEAD_SAMPLES + HEAD_BLEND):
+                raise SystemExit(f"{model} has no head graph for the fast start's head")
+            head_ms, whole_ms = head_cost_ms(decoder)
+            results["head_decode_ms_1t"] = round(head_ms, 2)
+            results["head_whole_decode_ms_1t"] = round(whole_ms, 2)
+            results["head_cost_ratio"] = round(head_ms / whole_ms, 2)
     results.update(
         frames=args.frames,
         audio_s=round(seconds, 3),

@@ -1,6 +1,7 @@
 """Frontend benchmark: what the whole app adds on top of the codec, and how it behaves under load.
 
-    .venv/bin/python -m bench.frontend [--streams 8] [--ttfb-repeats 15] [--frames 48] [--tiny]
+    .venv/bin/python -m bench.frontend [--streams 8] [--bursts 3] [--ttfb-repeats 15] [--frames 48]
+                                       [--tiny]
 
 Setup: the scripted fake backend (tests/fixtures/fake_backend.py) emits audio tokens at 100 tokens/s
 per request (a little faster than the 82 tokens/s real time needs, like a healthy L4); the app runs
@@ -16,8 +17,11 @@ Measured side by side in one run (these machines are noisy, so compare ratios, n
   started with ORPHEUS_FAST_START=false (21 tokens, the previous behaviour), requests alternating
   between the two; and the same pair for the codec alone.
 * CPU seconds per second of audio: the app process vs the codec alone.
-* N concurrent streams: each stream's TTFB and its ratio to the single-stream TTFB (target <= 1.5x),
-  and the app's peak RSS (target < 600 MiB).
+* N concurrent streams: each stream's TTFB and the worst one's ratio to the single-stream TTFB
+  (target <= 1.5x), and the app's peak RSS (target < 600 MiB). One burst's worst stream is at the
+  mercy of whatever else the machine does in that half second, so `--bursts` bursts are released
+  one after another and the median of their worst ratios is reported (every burst's too), for the
+  fast start and for the app without it alike.
 * The WebSocket (/v1/audio/speech/stream) with text streamed in at a language model's pace (20
   words/s): time to first audio from the first word sent, and from the moment the first unit (a
   6-word sentence) was complete; the latter is the app's own latency, comparable to the POST's
@@ -162,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=48, help="frames per utterance (CPU, load)")
     parser.add_argument("--repeats", type=int, default=3, help="whole utterances for CPU")
     parser.add_argument("--ttfb-repeats", type=int, default=15)
+    parser.add_argument("--bursts", type=int, default=3, help="bursts of --streams at once")
     parser.add_argument("--ttfb-frames", type=int, default=6, help="utterance for TTFB runs")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--socket-repeats", type=int, default=7)
@@ -231,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         single = statistics.median(app_ttfb)
         single_rss = peak_rss_mib(app.pid)
         before = sum(proc.cpu_times()[:2])
-        concurrent = burst(base, key, args.streams)
-        concurrent_cpu = sum(proc.cpu_times()[:2]) - before
+        bursts = [burst(base, key, args.streams) for _ in range(args.bursts)]
+        concurrent_cpu = (sum(proc.cpu_times()[:2]) - before) / args.bursts
 
         # The WebSocket: one conversation at a time, then N at once (each unit: short TTFB runs).
         backend.default = Behavior.stream(args.ttfb_frames, tokens_per_second=TOKENS_PER_SECOND)
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         socket_concurrent = asyncio.run(socket_conversations(base, key, args.streams))
         rss = peak_rss_mib(app.pid)
         # The same burst without the fast start: its heads cost a 2-frame decode per stream.
-        concurrent_exact = burst(exact_base, key, args.streams)
+        bursts_exact = [burst(exact_base, key, args.streams) for _ in range(args.bursts)]
     finally:
         _stop(app)
         _stop(exact_app)
@@ -254,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(a - c) * 1000 for a, c in zip(app_ttfb, codec_ttfb, strict=True)]
     overhead_ms = statistics.median(pairs)
     saved = [(e - a) * 1000 for a, e in zip(app_ttfb, exact_ttfb, strict=True)]
+    # The burst whose worst stream is the median of the bursts' worst: its streams are reported.
+    concurrent = sorted(bursts, key=max)[len(bursts) // 2]
+    concurrent_exact = sorted(bursts_exact, key=max)[len(bursts_exact) // 2]
     worst_ratio = max(concurrent) / single
     socket_from_word = statistics.median(t for t, _ in socket_single)
     socket_from_unit = statistics.median(u for _, u in socket_single)
@@ -281,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         "concurrent_streams": args.streams,
         "concurrent_ttfb_ms": [round(t * 1000, 1) for t in sorted(concurrent)],
         "concurrent_worst_ttfb_ratio": round(worst_ratio, 2),
+        "concurrent_worst_ttfb_ratio_per_burst": [round(max(b) / single, 2) for b in bursts],
+        "concurrent_exact_start_worst_ttfb_ratio": round(
+            max(concurrent_exact) / statistics.median(exact_ttfb), 2
+        ),
         "concurrent_exact_start_ttfb_ms": [round(t * 1000, 1) for t in sorted(concurrent_exact)],
         "concurrent_app_cpu_s_per_audio_s": round(concurrent_cpu / (audio_s * args.streams), 4),
         # CPUs the codec alone needs to keep N streams at the backend's pace: above cpu_count the

@@ -75,12 +75,12 @@ def ensure_snac(snac: Path | None, checkpoint: str = SNAC_CHECKPOINT) -> Path:
             "the SNAC decoder has not been exported yet, and exporting it needs torch and snac",
             "pip install 'orpheus-deploy[export]' (one time), or pass --snac PATH/TO/decoder.onnx",
         )
-    from runtime.codec.snac_onnx import stream_model_path
+    from runtime.codec.snac_onnx import companion_paths
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # The exporter writes two graphs (whole utterance, and the streaming step graph named after
-    # the first); export into a scratch directory and move both, so that a failed or interrupted
-    # export never leaves half a pair in the cache.
+    # The exporter writes three graphs (whole utterance, and the streaming step graph and the fast
+    # start's head graph named after the first); export into a scratch directory and move them
+    # all, so that a failed or interrupted export never leaves part of the set in the cache.
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".snac-export-") as scratch:
         out = Path(scratch) / dest.name
         result = subprocess.run(
@@ -94,8 +94,8 @@ def ensure_snac(snac: Path | None, checkpoint: str = SNAC_CHECKPOINT) -> Path:
             raise OrpheusError(
                 f"exporting the SNAC decoder from {checkpoint} failed: {reason}",
                 "check the internet connection, or pass --snac PATH/TO/decoder.onnx")
-        stream = stream_model_path(out)
-        if stream.is_file():
-            os.replace(stream, stream_model_path(dest))
+        for made, final in zip(companion_paths(out), companion_paths(dest), strict=True):
+            if made.is_file():
+                os.replace(made, final)
         os.replace(out, dest)
     return dest

@@ -18,11 +18,14 @@ faithful, fast inference graph:
 * The Snake activation is written as ``x + sin(a x)^2 / a`` with a product for the square and
   without SNAC's reshapes (same function; cheaper ONNX ops, and no shape specialisation).
 
-Next to it goes ``<name>.stream.onnx``: the same decoder as a stateful step function
-(`runtime.codec.stream_graph`), which streams exactly (no context frames decoded twice).
+Next to it go ``<name>.stream.onnx``: the same decoder as a stateful step function
+(`runtime.codec.stream_graph`), which streams exactly (no context frames decoded twice), and
+``<name>.head.onnx``: only the first samples of a 2-frame decode, which the fast start sends
+before the exact decode can begin (`runtime.codec.head_graph`).
 
 `verify` decodes random codes with torch (noise likewise off; SNAC's own layers otherwise) and with
-ONNX Runtime (whole, and streamed in uneven steps) and returns the largest absolute difference.
+ONNX Runtime (whole, streamed in uneven steps, and the head) and returns the largest absolute
+difference.
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ from runtime.codec.snac_onnx import (
     FINAL_NAME,
     INPUT_NAMES,
     META_FIRST_FRAMES,
+    META_HEAD_FRAMES,
+    META_HEAD_SAMPLES,
     META_INITIAL_STATES,
     OUTPUT_NAME,
     STATE_OUT_PREFIX,
     STATE_PREFIX,
+    head_model_path,
     stream_model_path,
 )
 
@@ -162,7 +168,8 @@ def export_decoder(
     model: Any, out_path: str | Path, opset: int = DEFAULT_OPSET, *, stream: bool = True
 ) -> Path:
     """Write the whole-utterance decoder graph to `out_path` (dynamic frame count) and, with
-    `stream`, the step graph next to it (`stream_model_path(out_path)`); return `out_path`."""
+    `stream`, the step graph and the head graph next to it (`stream_model_path(out_path)`,
+    `head_model_path(out_path)`); return `out_path`."""
     if list(model.vq_strides) != [4, 2, 1]:
         raise ValueError(f"Orpheus frames need vq_strides [4, 2, 1], got {model.vq_strides}")
     module = _decoder_module(model, for_export=True)
@@ -180,6 +187,7 @@ def export_decoder(
     )
     if stream:
         export_stream_decoder(model, stream_model_path(out_path), opset)
+        export_head_decoder(model, head_model_path(out_path), opset)
     return out_path
 
 
@@ -231,6 +239,42 @@ def export_stream_decoder(model: Any, out_path: str | Path, opset: int = DEFAULT
     return out_path
 
 
+def export_head_decoder(
+    model: Any,
+    out_path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    *,
+    frames: int | None = None,
+    samples: int | None = None,
+) -> Path:
+    """Write the head graph (`runtime.codec.head_graph`): the first `samples` samples of the whole
+    decode of `frames` frames (by default what the fast start uses), with both numbers in the
+    model's metadata."""
+    import onnx
+
+    from runtime.codec.head_graph import SnacHead
+    from runtime.codec.streaming import HEAD_BLEND, HEAD_FRAMES, HEAD_SAMPLES
+
+    frames = HEAD_FRAMES if frames is None else frames
+    samples = HEAD_SAMPLES + HEAD_BLEND if samples is None else samples
+    head = SnacHead(_decoder_module(model, for_export=True), frames, samples).eval()
+    out_path = Path(out_path)
+    _onnx_export(
+        head,
+        tuple(_example_codes(frames, model.codebook_size, seed=0)),
+        out_path,
+        opset,
+        input_names=list(INPUT_NAMES),
+        output_names=[OUTPUT_NAME],
+    )
+    graph = onnx.load(str(out_path))
+    onnx.helper.set_model_props(
+        graph, {META_HEAD_FRAMES: str(frames), META_HEAD_SAMPLES: str(samples)}
+    )
+    onnx.save(graph, str(out_path))
+    return out_path
+
+
 def _frames_of(codes: list[Any]) -> list[Frame]:
     count = codes[0].shape[1]
     grid = np.zeros((count, 7), dtype=np.int64)
@@ -242,7 +286,8 @@ def _frames_of(codes: list[Any]) -> list[Frame]:
 
 def verify(model: Any, onnx_path: str | Path, frames: tuple[int, ...] = (1, 3, 8)) -> float:
     """Largest |ONNX - torch| over random codes for several frame counts, for the whole-utterance
-    graph and (when exported) for the step graph streamed in uneven steps; printed and returned."""
+    graph and (when exported) for the step graph streamed in uneven steps and for the head graph;
+    printed and returned."""
     import torch
 
     from runtime.codec.snac_onnx import SnacOnnxDecoder
@@ -270,8 +315,21 @@ def verify(model: Any, onnx_path: str | Path, frames: tuple[int, ...] = (1, 3, 8
             if streamed.shape != expected.shape:
                 raise ValueError(f"stream gave {streamed.shape} samples, torch {expected.shape}")
             stream_error = max(stream_error, float(np.max(np.abs(streamed - expected))))
-    print(f"max abs error ONNX vs torch: whole {whole_error:.3g}, streamed {stream_error:.3g}")
-    return max(whole_error, stream_error)
+    head_error = 0.0
+    head_frames, head_samples = decoder.head_span
+    for seed in range(2 if head_frames else 0):
+        codes = _example_codes(head_frames, model.codebook_size, seed=seed + 20)
+        with torch.inference_mode():
+            expected = reference(*codes).numpy().reshape(-1)[:head_samples]
+        got = decoder.decode_start(_frames_of(codes), head_samples)
+        if got.shape != expected.shape:
+            raise ValueError(f"the head gave {got.shape} samples, torch {expected.shape}")
+        head_error = max(head_error, float(np.max(np.abs(got - expected))))
+    print(
+        f"max abs error ONNX vs torch: whole {whole_error:.3g}, streamed {stream_error:.3g}, "
+        f"head {head_error:.3g}"
+    )
+    return max(whole_error, stream_error, head_error)
 
 
 def main(argv: list[str] | None = None) -> int:

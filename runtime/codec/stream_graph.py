@@ -192,6 +192,23 @@ def _convert_sequence(layers: list[nn.Module]) -> _Chain:
     return _Chain([m for layer in layers for m in _convert(layer)])
 
 
+def codes_to_latent(quantizer: nn.Module, codes: list[torch.Tensor]) -> torch.Tensor:
+    """The decoder's input from the three code levels, as SNAC's `quantizer.from_codes`, written
+    so that it exports with any length (also the head graph's, `runtime.codec.head_graph`)."""
+    total: torch.Tensor | int = 0
+    for level_quantizer, level in zip(quantizer.quantizers, codes, strict=True):
+        # The 1x1 projection as a matmul: ONNX Runtime's Conv rejects the empty input of a
+        # final step that brings no new frames, MatMul accepts it.
+        proj = level_quantizer.out_proj
+        z = torch.matmul(proj.weight[:, :, 0], level_quantizer.decode_code(level))
+        z = z + proj.bias[:, None]
+        if level_quantizer.stride > 1:
+            z = z.unsqueeze(-1).expand(-1, -1, -1, level_quantizer.stride).flatten(2)
+        total = total + z
+    assert isinstance(total, torch.Tensor)
+    return total
+
+
 class SnacStreamStep(nn.Module):
     """(new frames' codes, final, states) -> (audio, states); see the module docstring."""
 
@@ -203,20 +220,6 @@ class SnacStreamStep(nn.Module):
     def initial_states(self) -> list[tuple[int, ...]]:
         return self.chain.initial_states()
 
-    def latent(self, codes: list[torch.Tensor]) -> torch.Tensor:
-        total: torch.Tensor | int = 0
-        for quantizer, level in zip(self.quantizer.quantizers, codes, strict=True):
-            # The 1x1 projection as a matmul: ONNX Runtime's Conv rejects the empty input of a
-            # final step that brings no new frames, MatMul accepts it.
-            proj = quantizer.out_proj
-            z = torch.matmul(proj.weight[:, :, 0], quantizer.decode_code(level))
-            z = z + proj.bias[:, None]
-            if quantizer.stride > 1:
-                z = z.unsqueeze(-1).expand(-1, -1, -1, quantizer.stride).flatten(2)
-            total = total + z
-        assert isinstance(total, torch.Tensor)
-        return total
-
     def forward(
         self,
         codes_0: torch.Tensor,
@@ -226,7 +229,7 @@ class SnacStreamStep(nn.Module):
         *states: torch.Tensor,
     ) -> Any:
         audio, new_states = self.chain(
-            self.latent([codes_0, codes_1, codes_2]), final, list(states)
+            codes_to_latent(self.quantizer, [codes_0, codes_1, codes_2]), final, list(states)
         )
         return (audio, *new_states)
 

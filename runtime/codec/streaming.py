@@ -23,10 +23,13 @@ whole decode to float rounding), so exact audio cannot begin before 3 frames. Wi
 (14 tokens) in, those 2 are decoded as if the utterance ended there and the first `HEAD_SAMPLES`
 (1024, 43 ms) go out at once; near the start they are close to the exact decode, the error growing
 towards the unknown right edge. When the exact decode reaches them, it takes over through a
-`HEAD_BLEND`-sample (21 ms) linear crossfade from the approximate samples, so the boundary adds no
-step (a click). Over those 1536 samples the output stays within 3% of the signal RMS of the exact
-decode (worst of 340 random utterances: 2.7%; bench/decode), and after them it equals the exact
-decode to one int16 step.
+`HEAD_BLEND`-sample (10.7 ms) linear crossfade from the approximate samples, so the boundary adds
+no step (a click). Over those 1280 samples the output stays within 3% of the signal RMS of the
+exact decode (worst of 200 random utterances: 2.2%; bench/decode), and after them it equals the
+exact decode to one int16 step. Only those 1280 samples of the 2-frame decode are needed: the
+decoder's `decode_start` computes just them when the export has a head graph
+(`runtime.codec.head_graph`), at half the cost of a whole 2-frame decode. That cost is paid by
+every stream before its first byte, so it is what several streams starting at once queue behind.
 """
 
 from __future__ import annotations
@@ -51,11 +54,13 @@ DEFAULT_CHUNK_WINDOWED = 32
 DEFAULT_CONTEXT = 2
 # Fast start (module docstring): frames in before the approximate head, the samples it sends, and
 # the crossfade into the exact decode. Chosen by measuring the 2-frame decode against the whole
-# decode on the real architecture: its error is about 1-2% of RMS over the first 1024 samples,
-# 2-3% up to 1536, then grows fast (about 10% at 2048, 100% at the edge).
+# decode on the real architecture: its error is at most 2.2% of RMS over the first 1024 samples,
+# 3.5% up to 1536, then grows fast (8.5% at 2048, 100% at the edge). The crossfade is as short
+# as stays a fade rather than a step (10 ms or more): every sample it adds is one more that the
+# head must decode before any stream's first byte.
 HEAD_FRAMES = 2
-HEAD_SAMPLES = 1024
-HEAD_BLEND = 512
+HEAD_SAMPLES = 512
+HEAD_BLEND = 256
 
 
 class FrameDecoder(Protocol):
@@ -174,7 +179,13 @@ class StreamingDecoder:
     def _head(self) -> np.ndarray:
         """The first frames decoded as if the utterance ended there: send the start, keep the
         next samples to crossfade from."""
-        approx = np.asarray(self._decoder.decode(self._frames[:HEAD_FRAMES]), dtype=np.float32)
+        frames, span = self._frames[:HEAD_FRAMES], HEAD_SAMPLES + HEAD_BLEND
+        decode_start = getattr(self._decoder, "decode_start", None)
+        if decode_start is not None:  # only the samples used (`SnacOnnxDecoder` with a head graph)
+            approx = decode_start(frames, span)
+        else:
+            approx = self._decoder.decode(frames)[:span]
+        approx = np.asarray(approx, dtype=np.float32)
         self._skip = HEAD_SAMPLES
         self._head_tail = approx[HEAD_SAMPLES : HEAD_SAMPLES + HEAD_BLEND]
         head = to_int16(approx[:HEAD_SAMPLES])

@@ -120,8 +120,8 @@ class SegmentJoiner:
     (``crossfade_ms`` at the sample rate), each join between non-empty segments of lengths a and b
     removes ``min(X, a // 2, b // 2)`` samples, i.e. exactly X per join for Orpheus segments (at
     least one 2048-sample frame) when X <= 1024. To do this it holds back the last X samples of the
-    current segment, and the first 2X samples of a segment until the join with the previous one is
-    mixed.
+    current segment (fewer once the segment is known to go on: `push`'s `at_least`), and the first
+    2X samples of a segment until the join with the previous one is mixed.
     """
 
     def __init__(self, crossfade_ms: float = 20.0, sample_rate: int = 24000) -> None:
@@ -133,7 +133,11 @@ class SegmentJoiner:
         self._cur_len = 0
         self._joined = False  # the join between the previous and current segment is done
 
-    def push(self, pcm: np.ndarray) -> np.ndarray:
+    def push(self, pcm: np.ndarray, *, at_least: int = 0) -> np.ndarray:
+        """Add the current segment's next samples; return what is final. `at_least`: a lower
+        bound on the segment's whole length (a `StreamingDecoder` returns 2048 samples per frame
+        pushed): the samples that no join can reach then go out at once, rather than the last X
+        received waiting for more audio."""
         with self._lock:
             pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
             self._cur = np.concatenate([self._cur, pcm])
@@ -143,9 +147,12 @@ class SegmentJoiner:
                 if self._cur_len < 2 * self.crossfade:
                     return np.zeros(0, dtype=np.int16)  # the overlap is not known yet
                 out.append(self._join(join_overlap(self.crossfade, self._prev_len, self._cur_len)))
-            keep = min(self.crossfade, self._cur.size)
-            out.append(self._cur[: self._cur.size - keep])
-            self._cur = self._cur[self._cur.size - keep :]
+            # A join mixes at most X samples of this segment's end; the end is at or after both
+            # what has arrived and `at_least`.
+            end = min(self._cur_len, max(self._cur_len, at_least) - self.crossfade)
+            release = max(0, end - (self._cur_len - self._cur.size))
+            out.append(self._cur[:release])
+            self._cur = self._cur[release:]
             return np.concatenate(out)
 
     def end_segment(self, *, fade_out: bool = False) -> np.ndarray:

@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "api_key_source": "file" if cfg.api_key_file else "environment",
                 "formats": list(formats),
                 "snac_model": str(cfg.snac_model_path),
+                "snac_graphs": list(decoder.loaded_graphs),  # without step or head: slower
             },
         )
         try:

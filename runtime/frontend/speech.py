@@ -27,7 +27,7 @@ import numpy as np
 
 from runtime.codec.encoders import SUPPORTED_FORMATS, open_encoder
 from runtime.codec.prompt import DEFAULT_PROMPT_TEMPLATE, UnknownVoiceError, build_text_prompt
-from runtime.codec.protocol import SAMPLE_RATE, Frame
+from runtime.codec.protocol import SAMPLE_RATE, SAMPLES_PER_FRAME, Frame
 from runtime.codec.snac_onnx import SnacOnnxDecoder
 from runtime.codec.streaming import StreamingDecoder
 from runtime.codec.text_split import SegmentJoiner
@@ -119,13 +119,17 @@ class _AudioPipeline:
         self._stats = stats
 
     def begin_segment(self, *, fast_start: bool = False) -> None:
-        """`fast_start`: send an approximate first 43 ms after 2 frames (runtime.codec.streaming);
+        """`fast_start`: send an approximate first 21 ms after 2 frames (runtime.codec.streaming);
         worth it only where the listener waits, i.e. for the first segment."""
         self._segment = StreamingDecoder(self._decoder, fast_start=fast_start)
 
     def push(self, frames: Sequence[Frame]) -> bytes:
         assert self._segment is not None
-        return self._emit(self._joiner.push(self._segment.push(frames)))
+        pcm = self._segment.push(frames)
+        # Every frame pushed becomes 2048 samples: the joiner need not hold back what lies before
+        # the last crossfade's worth of them.
+        length = self._segment.frames_pushed * SAMPLES_PER_FRAME
+        return self._emit(self._joiner.push(pcm, at_least=length))
 
     def end_segment(self, *, truncated: bool = False) -> bytes:
         """`truncated`: the segment was cut by its token limit, mid-speech; it fades out."""

@@ -8,18 +8,52 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from runtime.codec import SAMPLES_PER_FRAME, SnacOnnxDecoder
 from runtime.codec.export_snac import _decoder_module, load_checkpoint, main, verify
-from runtime.codec.snac_onnx import stream_model_path
+from runtime.codec.snac_onnx import head_model_path, stream_model_path
+from runtime.codec.streaming import HEAD_BLEND, HEAD_FRAMES, HEAD_SAMPLES
 from tests.fixtures.snac import TINY_CONFIG, build_snac
 
 
 def test_onnx_matches_torch_whole_and_streamed(tiny_snac_onnx: Path, capsys):
-    # verify() also streams each utterance through the step graph in uneven steps.
+    # verify() also streams each utterance through the step graph in uneven steps, and checks
+    # the head graph.
     error = verify(build_snac(seed=0), tiny_snac_onnx, frames=(1, 2, 5))
     assert error < 1e-4
     assert "max abs error ONNX vs torch: whole" in capsys.readouterr().out
+
+
+def test_the_head_graph_is_the_start_of_a_whole_decode(tiny_snac_onnx: Path):
+    decoder = SnacOnnxDecoder(tiny_snac_onnx)
+    assert decoder.head_span == (HEAD_FRAMES, HEAD_SAMPLES + HEAD_BLEND)
+    rng = np.random.default_rng(3)
+    frames = [tuple(int(c) for c in row) for row in rng.integers(0, 4096, size=(HEAD_FRAMES, 7))]
+    span = HEAD_SAMPLES + HEAD_BLEND
+    # Streaming with both optional graphs never needed the whole-utterance graph so far.
+    assert decoder.loaded_graphs == ("step", "head")
+    head = decoder.decode_start(frames, span)
+    assert decoder.loaded_graphs == ("step", "head")
+    whole = decoder.decode(frames)  # made on first use
+    assert decoder.loaded_graphs == ("whole", "step", "head")
+    assert head.shape == (span,)
+    assert np.max(np.abs(head - whole[:span])) < 1e-5
+    assert np.array_equal(decoder.decode_start(frames, 100), head[:100])
+    # What the head graph does not cover comes from a whole decode.
+    assert np.array_equal(decoder.decode_start(frames, span + 1), whole[: span + 1])
+    three = [*frames, frames[0]]
+    assert np.array_equal(decoder.decode_start(three, 1000), decoder.decode(three)[:1000])
+
+    without = SnacOnnxDecoder(tiny_snac_onnx, head_model=False)
+    assert without.head_span == (0, 0)
+    assert without.loaded_graphs == ("whole", "step")  # the fast start needs it from the start
+    assert np.max(np.abs(without.decode_start(frames, span) - head)) < 1e-5
+
+
+def test_a_missing_export_is_named(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match=r"absent\.onnx"):
+        SnacOnnxDecoder(tmp_path / "absent.onnx")
 
 
 def test_decoding_is_deterministic_and_sized_by_frames(tiny_snac_decoder: SnacOnnxDecoder):
@@ -49,6 +83,8 @@ def test_cli_exports_a_local_checkpoint_and_leaves_the_model_usable(tmp_path: Pa
     assert decoder.can_stream
     session = decoder.open_stream()
     assert session is not None and session.first_frames == 3
+    assert head_model_path(out) == tmp_path / "out" / "snac.head.onnx"
+    assert decoder.head_span == (HEAD_FRAMES, HEAD_SAMPLES + HEAD_BLEND)
 
     # The same weights load from a bare weights file plus its config.
     again = load_checkpoint(str(checkpoint / "pytorch_model.bin"), str(checkpoint / "config.json"))

@@ -83,14 +83,18 @@ segment = st.integers(min_value=0, max_value=60).flatmap(
     segments=st.lists(segment, max_size=5),
     crossfade=st.integers(min_value=0, max_value=12),
     cut=st.integers(min_value=1, max_value=25),
+    told=st.floats(min_value=0, max_value=1),
 )
-def test_streaming_joiner_equals_the_whole_join(segments, crossfade, cut):
+def test_streaming_joiner_equals_the_whole_join(segments, crossfade, cut, told):
+    """`told`: how much of what is still to come each push's `at_least` reveals (0: nothing)."""
     joiner = SegmentJoiner(crossfade_ms=crossfade * 1000 / 24000)
     assert joiner.crossfade == crossfade
     out = []
     for seg in segments:
         for i in range(0, seg.size, cut):
-            out.append(joiner.push(seg[i : i + cut]))
+            received = min(seg.size, i + cut)
+            at_least = received + int(told * (seg.size - received))
+            out.append(joiner.push(seg[i : i + cut], at_least=at_least))
         out.append(joiner.end_segment())
     out.append(joiner.finish())
     streamed = np.concatenate(out) if out else np.zeros(0, np.int16)
@@ -99,6 +103,18 @@ def test_streaming_joiner_equals_the_whole_join(segments, crossfade, cut):
     sizes = [s.size for s in segments if s.size]
     overlaps = sum(join_overlap(crossfade, a, b) for a, b in itertools.pairwise(sizes))
     assert whole.size == sum(sizes) - overlaps
+
+
+def test_a_segment_known_to_go_on_is_not_held_back():
+    """What no join can reach goes out at once: with the segment's length known to be at least
+    4096 samples, the first 512 all go out; without it, the last 480 received wait."""
+    head = np.arange(512, dtype=np.int16)
+    told = SegmentJoiner(crossfade_ms=20)
+    assert np.array_equal(told.push(head, at_least=4096), head)
+    assert told.push(np.zeros(3000, np.int16), at_least=4096).size == 3000
+    assert told.push(np.zeros(584, np.int16), at_least=4096).size == 584 - 480  # the join's
+    assert told.end_segment().size == 0 and told.finish().size == 480
+    assert SegmentJoiner(crossfade_ms=20).push(head).size == 512 - 480
 
 
 def test_orpheus_segments_lose_exactly_one_crossfade_per_join():

@@ -13,7 +13,8 @@ import pytest
 
 from orpheus_deploy.errors import OrpheusError
 from orpheus_deploy.local import assets
-from runtime.codec.snac_onnx import SnacOnnxDecoder, stream_model_path
+from runtime.codec.snac_onnx import SnacOnnxDecoder, companion_paths, stream_model_path
+from runtime.codec.streaming import HEAD_BLEND, HEAD_FRAMES, HEAD_SAMPLES
 from tests.fixtures.snac import TINY_CONFIG, build_snac
 
 
@@ -32,7 +33,7 @@ def _checkpoint_dir(root: Path) -> Path:
     return root
 
 
-def test_export_caches_both_graphs_once(cache: Path, tmp_path: Path) -> None:
+def test_export_caches_all_graphs_once(cache: Path, tmp_path: Path) -> None:
     checkpoint = _checkpoint_dir(tmp_path / "snac_24khz")
 
     first = assets.ensure_snac(None, checkpoint=str(checkpoint))
@@ -41,9 +42,12 @@ def test_export_caches_both_graphs_once(cache: Path, tmp_path: Path) -> None:
     # The streaming step graph must sit beside it under the name the decoder looks for, or the
     # local stack silently falls back to the slower windowed decode.
     assert stream_model_path(first).is_file()
-    assert SnacOnnxDecoder(first).can_stream
+    decoder = SnacOnnxDecoder(first)
+    assert decoder.can_stream
+    # And the fast start's head graph, likewise.
+    assert decoder.head_span == (HEAD_FRAMES, HEAD_SAMPLES + HEAD_BLEND)
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        [first.name, stream_model_path(first).name])
+        [first.name, *(p.name for p in companion_paths(first))])
     mtime = first.stat().st_mtime_ns
     assert assets.ensure_snac(None, checkpoint=str(checkpoint)) == first
     assert first.stat().st_mtime_ns == mtime  # served from the cache, not exported again
