@@ -25,7 +25,7 @@ measured on the long utterance and on `--heads` more short ones (worst case repo
 boundary of every stream is also checked for clicks.
 
 The head's cost: what each stream spends before its first byte with the fast start, measured side
-by side (alternating calls, median): the head graph (`decode_start`, only the 1280 samples used)
+by side (alternating calls, median): the head graph (`decode_start`, only the 768 samples used)
 vs a whole decode of the 2 frames (what the fast start did before the head graph).
 
 CPU time is `time.process_time()` (all threads of this process) per second of audio of the

@@ -21,15 +21,16 @@ Fast start (``fast_start=True``): an output sample depends on the codes up to 2.
 (measured on the real 24 kHz architecture: with n frames in, samples up to n - 2.1 frames match a
 whole decode to float rounding), so exact audio cannot begin before 3 frames. With only 2 frames
 (14 tokens) in, those 2 are decoded as if the utterance ended there and the first `HEAD_SAMPLES`
-(1024, 43 ms) go out at once; near the start they are close to the exact decode, the error growing
+(512, 21 ms) go out at once; near the start they are close to the exact decode, the error growing
 towards the unknown right edge. When the exact decode reaches them, it takes over through a
 `HEAD_BLEND`-sample (10.7 ms) linear crossfade from the approximate samples, so the boundary adds
-no step (a click). Over those 1280 samples the output stays within 3% of the signal RMS of the
-exact decode (worst of 200 random utterances: 2.2%; bench/decode), and after them it equals the
-exact decode to one int16 step. Only those 1280 samples of the 2-frame decode are needed: the
+no step (a click). Over those 768 samples the output stays within 3% of the signal RMS of the
+exact decode (worst of 200 random utterances: 0.8%; bench/decode), and after them it equals the
+exact decode to one int16 step. Only those 768 samples of the 2-frame decode are needed: the
 decoder's `decode_start` computes just them when the export has a head graph
-(`runtime.codec.head_graph`), at half the cost of a whole 2-frame decode. That cost is paid by
-every stream before its first byte, so it is what several streams starting at once queue behind.
+(`runtime.codec.head_graph`), at 0.39x the cost of a whole 2-frame decode (13 vs 32 ms). That
+cost is paid by every stream before its first byte, so it is what several streams starting at
+once queue behind: the head is as short as it can be while 21 ms is still worth sending.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ DEFAULT_CHUNK_WINDOWED = 32
 DEFAULT_CONTEXT = 2
 # Fast start (module docstring): frames in before the approximate head, the samples it sends, and
 # the crossfade into the exact decode. Chosen by measuring the 2-frame decode against the whole
-# decode on the real architecture: its error is at most 2.2% of RMS over the first 1024 samples,
-# 3.5% up to 1536, then grows fast (8.5% at 2048, 100% at the edge). The crossfade is as short
-# as stays a fade rather than a step (10 ms or more): every sample it adds is one more that the
-# head must decode before any stream's first byte.
+# decode on the real architecture: its error is at most 0.8% of RMS over the first 768 samples,
+# 2.2% up to 1024, 3.5% up to 1536, then grows fast (8.5% at 2048, 100% at the edge). The head
+# and the crossfade are as short as stays worth sending and a fade rather than a step (10 ms or
+# more): every sample they add is one more the head must decode before any stream's first byte.
 HEAD_FRAMES = 2
 HEAD_SAMPLES = 512
 HEAD_BLEND = 256

@@ -47,7 +47,7 @@ Environment (design section 3 names first; the rest are optional tuning)
                                     in OpenAI's API (wav, pcm, mp3, opus, flac, aac)
     ORPHEUS_DECODE_WORKERS          threads for decoding/encoding (shared by requests)  CPUs
     ORPHEUS_ONNX_THREADS            ONNX Runtime threads per decode call                1
-    ORPHEUS_FAST_START              first audio after 14 tokens, its first 43 ms        true
+    ORPHEUS_FAST_START              first audio after 14 tokens, its first 21 ms        true
                                     approximate (within 3% of RMS); false: after 21,
                                     all exact
     ORPHEUS_BACKEND_AUDIENCE        ID token audience if not the backend's origin       (origin)

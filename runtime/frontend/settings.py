@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         None, ge=1, le=64, validation_alias=_env("ORPHEUS_DECODE_WORKERS")
     )
     onnx_threads: int = Field(1, ge=1, le=64, validation_alias=_env("ORPHEUS_ONNX_THREADS"))
-    # First audio after 2 frames (14 tokens), its first 43 ms approximate, instead of 3 frames
+    # First audio after 2 frames (14 tokens), its first 21 ms approximate, instead of 3 frames
     # (21 tokens) all exact (runtime/codec/streaming.py).
     fast_start: bool = Field(True, validation_alias=_env("ORPHEUS_FAST_START"))
     retry_initial_backoff: float = Field(

@@ -76,7 +76,7 @@ def app(router: str, frontend_factory: Callable[..., Any]) -> Any:
                             ORPHEUS_MODELS=frontend_models_env(MANIFEST),
                             ORPHEUS_MAX_TOKENS="200", ORPHEUS_API_TIMEOUT="60",
                             # Exact audio from the first sample, to compare with each model's
-                            # whole decode (the fast start's first 43 ms are approximate).
+                            # whole decode (the fast start's first 21 ms are approximate).
                             ORPHEUS_FAST_START="false")
 
 
