@@ -54,6 +54,7 @@ from runtime.codec.text_stream import TextStream
 from runtime.frontend.auth import check_api_key, presented_key
 from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY
 from runtime.frontend.errors import APIError, error_body
+from runtime.frontend.key_store import KeyStore
 from runtime.frontend.limits import BackendSlots, KeyLimits, Lease
 from runtime.frontend.schemas import SpeechRequest
 from runtime.frontend.speech import SpeechService, SpeechStats
@@ -118,6 +119,10 @@ class SocketStats:
         total.frames += unit.frames
         total.invalid_tokens += unit.invalid_tokens
         total.dropped_tokens += unit.dropped_tokens
+        total.truncated_segments += unit.truncated_segments
+        if unit.model_was is not None and total.model_was is None:
+            # The first unit that waited for its model to load: the switch a caller felt.
+            total.model_was, total.model_load_ms = unit.model_was, unit.model_load_ms
 
     def fields(self) -> dict[str, Any]:
         return {**self.speech.fields(), "utterances": self.utterances,
@@ -254,6 +259,7 @@ class _SpeechSocket:
         state = websocket.app.state
         self.ws = websocket
         self.settings = state.settings
+        self.keys: KeyStore = state.api_keys
         self.service: SpeechService = state.speech
         self.key_limits: KeyLimits = state.key_limits
         self.slots: BackendSlots = state.backend_slots
@@ -303,7 +309,7 @@ class _SpeechSocket:
         failure: APIError | None = None
         if presented_key(headers) is not None:
             try:
-                self.key_name = check_api_key(headers, self.settings.api_keys)
+                self.key_name = check_api_key(headers, await self.keys.current())
             except APIError as exc:
                 failure = exc
         self.ws.scope["state"]["api_key_name"] = self.key_name
@@ -347,7 +353,7 @@ class _SpeechSocket:
             key = message.get("api_key")
             try:
                 self.key_name = check_api_key(
-                    {"x-api-key": key} if isinstance(key, str) else {}, self.settings.api_keys)
+                    {"x-api-key": key} if isinstance(key, str) else {}, await self.keys.current())
             except APIError as exc:
                 raise SocketError(4401, APIError(
                     401, exc.message + " (or as \"api_key\" in the start message)",

@@ -175,3 +175,36 @@ def test_revoked_key_fails_within_the_refresh_while_the_other_works(
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     for key in (CI, WEB, NEW):
         assert key not in logged
+
+
+def test_the_websocket_checks_keys_like_every_other_route(
+        frontend_factory, fake_backend, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The speech WebSocket uses the app's key store too: while the key file cannot be read (a
+    passing Secret Manager error) the last good keys stay in force on the socket as on HTTP, and
+    a revoked key is refused there within the same interval."""
+    from tests.fixtures.fake_backend import Behavior
+    from tests.fixtures.socket_client import Send, converse
+
+    path = tmp_path / "keys"
+    path.write_text(document(("ci", CI), ("web", WEB)))
+    refresh = 0.3
+    frontend = frontend_factory(API_KEY_FILE=path, ORPHEUS_API_KEY_REFRESH_S=refresh)
+    fake_backend.default = Behavior.stream(4, tokens_per_second=100)
+    url = frontend.base_url.replace("http://", "ws://") + "/v1/audio/speech/stream"
+
+    def socket_close(key: str) -> int | None:
+        script = [Send({"type": "start", "response_format": "pcm"}),
+                  Send({"type": "text", "text": "Hi."}), Send({"type": "end"})]
+        talk = asyncio.run(converse(url, script, headers={"X-API-Key": key}))
+        return talk.close_code
+
+    write_atomically(path, '{"format": "orpheus-api-keys/1", "keys": ')  # cut short
+    time.sleep(2 * refresh)  # the copy is stale: the next check re-reads, fails, keeps the set
+    assert status(frontend, WEB) == 200
+    assert socket_close(WEB) == 1000 and socket_close(CI) == 1000
+
+    write_atomically(path, document(("web", WEB)))
+    deadline = time.monotonic() + 50 * refresh
+    while socket_close(CI) != 4401 and time.monotonic() < deadline:
+        time.sleep(refresh / 3)
+    assert socket_close(CI) == 4401 and socket_close(WEB) == 1000

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.frontend.auth import key_matches, matching_key_name
+from runtime.frontend.auth import matching_key_name
 from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY, DecodePool
 from runtime.frontend.settings import SettingsError, load_settings
 from runtime.frontend.tempo import TempoFilter, tempo_stages
@@ -86,9 +86,10 @@ def test_cancelled_work_is_skipped_and_errors_propagate():
 
 def test_key_matching_checks_every_key():
     keys = (("default", b"alpha"), ("key-2", b"beta"))
-    assert key_matches("alpha", keys) and key_matches("beta", keys)
-    assert not key_matches("alph", keys) and not key_matches("alphabeta", keys)
-    assert not key_matches("", keys)
+    assert matching_key_name("alpha", keys) is not None
+    assert matching_key_name("beta", keys) is not None
+    assert matching_key_name("alph", keys) is None and matching_key_name("alphabeta", keys) is None
+    assert matching_key_name("", keys) is None
     assert matching_key_name("beta", keys) == "key-2"
     assert matching_key_name("alpha", keys) == "default"
     assert matching_key_name("gamma", keys) is None
@@ -172,3 +173,18 @@ def test_settings_reject_an_unknown_log_level_or_default_format(tmp_path):
         ORPHEUS_DEFAULT_FORMAT="WAV",
     )
     assert (settings.log_level, settings.default_format) == ("DEBUG", "wav")
+
+
+def test_a_connections_access_log_sums_every_utterance():
+    """What a POST's access line reports, a WebSocket's reports summed over its utterances: the
+    truncated segments too, and the first wait for a model to load."""
+    from runtime.frontend.speech import SpeechStats
+    from runtime.frontend.speech_socket import SocketStats
+
+    total = SocketStats()
+    total.add(SpeechStats(frames=3, truncated_segments=1))
+    total.add(SpeechStats(frames=2, model_was="unloaded", model_load_ms=1800.0))
+    total.add(SpeechStats(frames=1, truncated_segments=1, model_was="loading", model_load_ms=5.0))
+    fields = total.fields()
+    assert fields["frames"] == 6 and fields["truncated_segments"] == 2
+    assert (fields["model_was"], fields["model_load_ms"]) == ("unloaded", 1800.0)
