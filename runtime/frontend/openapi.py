@@ -19,7 +19,6 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from runtime.codec.encoders import CONTENT_TYPES, SUPPORTED_FORMATS
-from runtime.codec.protocol import VOICES
 from runtime.frontend.schemas import SpeechAudioDelta, SpeechAudioDone, SpeechStreamError
 from runtime.frontend.speech import MODEL_ALIASES, STREAM_FORMATS
 
@@ -55,8 +54,11 @@ def _make_exact(schema: dict[str, Any], app: FastAPI) -> None:
     settings = app.state.settings
     speech = getattr(app.state, "speech", None)
     formats = list(speech.formats if speech is not None else SUPPORTED_FORMATS)
-    voices = list(VOICES) + [v for v in settings.voices_extra if v not in VOICES]
-    models = sorted({settings.model_name.lower(), *MODEL_ALIASES})
+    # Every model's voices and names (ORPHEUS_MODELS), as requests are checked (speech.py).
+    catalog = speech.catalog if speech is not None else settings.catalog()
+    voices = catalog.voices()
+    models = sorted({settings.model_name.lower(), *MODEL_ALIASES,
+                     *(m.name.lower() for m in catalog.models)})
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
 
@@ -65,7 +67,7 @@ def _make_exact(schema: dict[str, Any], app: FastAPI) -> None:
     request["model"].update(type="string", enum=models)
     request["voice"] = {
         "anyOf": [{"type": "string", "enum": voices}, {"$ref": _REF.format(model="VoiceRef")}],
-        "default": "tara",
+        "default": catalog.default.voices[0],
         "description": "A voice of GET /v1/audio/voices (case-insensitive), or {\"id\": <it>}.",
     }
     schemas["VoiceRef"]["properties"]["id"].update(enum=voices)

@@ -66,3 +66,20 @@ def test_no_422_that_is_never_sent_and_the_keys_are_described(frontend):
     assert schemes["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     assert schemes["Bearer"] == {"type": "http", "scheme": "bearer"}
     assert doc["paths"]["/health"]["get"]["security"] == []
+
+
+def test_every_model_of_the_catalog_is_in_the_enums(frontend_factory):
+    """With several models (ORPHEUS_MODELS), a voice or model name the server accepts is one the
+    document lists: schema-driven clients would refuse the French voices otherwise."""
+    from orpheus_deploy.models import ModelEntry, frontend_models_env
+
+    manifest = [ModelEntry(name="orpheus", object="en.gguf", default=True),
+                ModelEntry(name="orpheus-fr", object="fr.gguf", language="fr",
+                           voices=("pierre", "amelie"))]
+    app = frontend_factory(ORPHEUS_MODELS=frontend_models_env(manifest))
+    request = document(app)["components"]["schemas"]["SpeechRequest"]["properties"]
+    listed = httpx.get(f"{app.base_url}/v1/audio/voices", headers=app.headers()).json()
+    assert request["voice"]["anyOf"][0]["enum"] == listed["voices"]
+    assert {"pierre", "amelie", "tara"} <= set(listed["voices"])
+    assert request["voice"]["default"] == listed["default"]
+    assert {"orpheus", "orpheus-fr", "tts-1"} <= set(request["model"]["enum"])
