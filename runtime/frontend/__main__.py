@@ -23,10 +23,9 @@ def main() -> int:
         logging.getLogger("orpheus.frontend").critical(str(exc))
         return 2
     try:
-        settings.api_keys  # noqa: B018 - a key file that cannot be read stops start-up here
-    except (OSError, UnicodeDecodeError, KeySetError) as exc:
-        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
-        logging.getLogger("orpheus.frontend").critical(f"cannot read API_KEY_FILE: {reason}")
+        keys = settings.key_store()  # a key file that cannot be read stops start-up here
+    except KeySetError as exc:
+        logging.getLogger("orpheus.frontend").critical(f"cannot read API_KEY_FILE: {exc}")
         return 2
     configure_logging(settings.log_level)
 
@@ -36,7 +35,7 @@ def main() -> int:
     from runtime.frontend.serving import uvicorn_options
 
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, keys),
         host=settings.host,
         port=settings.port,
         log_config=uvicorn_log_config(settings.log_level),

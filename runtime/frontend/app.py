@@ -21,6 +21,7 @@ from runtime.frontend.decode_pool import DecodePool, default_workers
 from runtime.frontend.egress import EgressCheck
 from runtime.frontend.errors import install_error_handlers
 from runtime.frontend.gate import RequestGate
+from runtime.frontend.key_store import KeyStore
 from runtime.frontend.limits import BackendSlots, KeyLimits
 from runtime.frontend.logging_setup import install_request_id_stamp
 from runtime.frontend.openapi import OPENAPI_URL, install_openapi
@@ -50,14 +51,16 @@ def _working_formats() -> tuple[str, ...]:
     return tuple(formats)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app; without `settings` they are read from the environment when it starts."""
+def create_app(settings: Settings | None = None, keys: KeyStore | None = None) -> FastAPI:
+    """The app; without `settings` they are read from the environment when it starts, without
+    `keys` (the container command reads them first, to exit cleanly) from the settings."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = settings or load_settings()
         app.state.settings = cfg
-        app.state.api_keys = cfg.key_store()  # read now: an unreadable key file stops start-up
+        # Read now: an unreadable key file stops start-up.
+        app.state.api_keys = keys or cfg.key_store()
         pool = DecodePool(cfg.decode_workers or default_workers())
         decoder = SnacOnnxDecoder(cfg.snac_model_path, threads=cfg.onnx_threads)
         formats = _working_formats()

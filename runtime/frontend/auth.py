@@ -22,11 +22,9 @@ from collections.abc import Mapping
 from fastapi import Request
 
 from runtime.frontend.errors import APIError
+from runtime.frontend.key_store import NamedKeys
 
-__all__ = ["check_api_key", "key_matches", "matching_key_name", "presented_key",
-           "require_api_key"]
-
-NamedKeys = tuple[tuple[str, bytes], ...]
+__all__ = ["check_api_key", "matching_key_name", "presented_key", "require_api_key"]
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -50,10 +48,6 @@ def matching_key_name(candidate: str, keys: NamedKeys) -> str | None:
         if hmac.compare_digest(given, key) and found is None:
             found = name
     return found
-
-
-def key_matches(candidate: str, keys: NamedKeys) -> bool:
-    return matching_key_name(candidate, keys) is not None
 
 
 def check_api_key(headers: Mapping[str, str], keys: NamedKeys) -> str:

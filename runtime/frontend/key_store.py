@@ -39,8 +39,14 @@ NamedKeys = tuple[tuple[str, bytes], ...]
 
 
 def read_key_file(path: Path) -> NamedKeys:
-    """The active keys in ``path``; OSError or KeySetError (with no key in the message)."""
-    keys = KeySet.parse(path.read_text(encoding="utf-8")).named_keys()
+    """The active keys in ``path``; a KeySetError says why not (never with a key in it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise KeySetError("not UTF-8 text") from None
+    except OSError as exc:
+        raise KeySetError(exc.strerror or str(exc)) from None
+    keys = KeySet.parse(text).named_keys()
     if not keys:
         raise KeySetError("the key file holds no active key")
     return keys
@@ -81,12 +87,9 @@ class KeyStore:
         assert self._path is not None
         try:
             keys = read_key_file(self._path)
-        except (OSError, UnicodeDecodeError, KeySetError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if isinstance(exc, UnicodeDecodeError):
-                reason = "not UTF-8 text"
+        except KeySetError as exc:
             log.error("cannot re-read the API keys (%s); the %d keys read before stay in force",
-                      reason, len(self._keys), extra={"key_file": str(self._path)})
+                      exc, len(self._keys), extra={"key_file": str(self._path)})
         else:
             before, after = dict(self._keys), dict(keys)
             replaced = sorted(n for n in before.keys() & after.keys() if before[n] != after[n])

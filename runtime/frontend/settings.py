@@ -235,8 +235,6 @@ def load_settings(**overrides: object) -> Settings:
                 lines.append(str(err["msg"]).removeprefix("Value error, "))
             elif err["type"] == "missing":
                 lines.append(f"{env} is not set")
-            elif not err["loc"]:  # a check across fields (ORPHEUS_MODELS): it names its own
-                lines.append(str(err["msg"]).removeprefix("Value error, "))
             else:
                 # Never echo the input: for API_KEY_SECRET it would be the key itself.
                 lines.append(f"{env}: {err['msg']}")
