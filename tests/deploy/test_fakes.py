@@ -130,10 +130,13 @@ def test_secret_volume_follows_the_latest_version(cloud: Any, tmp_path: Any) -> 
     [local] = factory._volumes(template, template.containers[0], FRONTEND_SA).values()
     keys = local / "api-keys.json"
     assert keys.read_bytes() == b"first"
-    version = secrets.add_secret_version(request={"parent": parent,
-                                                  "payload": {"data": b"second"}})
+    secrets.add_secret_version(request={"parent": parent, "payload": {"data": b"second"}})
     assert keys.read_bytes() == b"second"
-    secrets.disable_secret_version(request={"name": version.name})
-    assert keys.read_bytes() == b"first"  # latest = the newest *enabled* version
     grant([])
     assert not keys.exists()  # "attempts to read the mounted volume will fail"
+    grant([f"serviceAccount:{FRONTEND_SA}"])
+    third = secrets.add_secret_version(request={"parent": parent, "payload": {"data": b"third"}})
+    assert keys.read_bytes() == b"third"
+    secrets.disable_secret_version(request={"name": third.name})
+    # latest = the newest version, even disabled: unreadable, never an older one.
+    assert not keys.exists()

@@ -347,6 +347,7 @@ class ContainerFactory:
         try:
             with secrets.lock:
                 entry = secrets._version(f"{name}/versions/{ref.version or 'latest'}")
+                secrets._check_enabled(entry)
         except Exception as exc:
             raise RevisionFailed(f"{where}: Secret {ref.secret}/versions/{ref.version} was not "
                                  f"found ({exc})") from exc

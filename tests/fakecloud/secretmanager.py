@@ -150,11 +150,13 @@ class SecretManagerFake(FakeService):
         secret = self._secret(match.group(1))
         versions = self.versions[secret.name]
         if match.group(2) == "latest":
-            enabled = [v for v in versions if v["version"].state == State.ENABLED]
-            if not enabled:
-                raise FakeError(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"Secret [{secret.name}] has no enabled versions.")
-            return enabled[-1]
+            # "an alias to the most recently created SecretVersion" (AccessSecretVersionRequest,
+            # cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets.versions/
+            # access), whatever its state: a disabled or destroyed newest version makes reading
+            # `latest` fail, it does not fall back to an older one.
+            if not versions:
+                raise not_found(f"Secret Version [{name}]")
+            return versions[-1]
         index = int(match.group(2)) - 1
         if not 0 <= index < len(versions):
             raise not_found(f"Secret Version [{name}]")
