@@ -10,9 +10,12 @@ streams it to the serving revision's instance.
   (core.IamPolicies), so a freshly granted caller gets 403 for a while, as on Cloud Run.
 - Direct VPC egress connection delay (the Direct VPC egress page, Limitations: "connection
   establishment delays of a minute or more on instance startup"): a connection to an internal
-  service that comes from an instance with VPC egress younger than ``vpc_egress_delay_s`` is
-  cut as soon as it is accepted (the calling instance is found from the connection's local
-  port). Google's advice is a startup probe that tests an egress connection.
+  service that comes from an instance with VPC egress younger than ``vpc_egress_delay_s`` gets
+  no answer: it stalls, as a connection that is still being established does, and is dropped
+  after ``EGRESS_STALL_S`` (a minute or more) unless the caller gives up first, so a caller
+  without a timeout of its own hangs here as it would on Cloud Run (the calling instance is
+  found from the connection's local port). Google's advice is a startup probe that tests an
+  egress connection.
 - Internal ingress: only requests that come through a VPC of the project. Here that means the
   verified caller is the service account of a running Cloud Run service with Direct VPC egress of
   all traffic (a request from anywhere else, even with a valid token, is refused with 404, as
@@ -47,6 +50,9 @@ from tests.fakecloud.idtokens import IdTokenIssuer, InvalidToken
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
 INVOKER = "roles/run.invoker"
+# How long a connection stalled by the VPC egress delay waits before it is dropped: "a minute or
+# more" (Direct VPC egress, Limitations).
+EGRESS_STALL_S = 75.0
 
 
 class ServiceRouter:
@@ -63,7 +69,7 @@ class ServiceRouter:
         self.startup_timeout_s = startup_timeout_s
         self.internal = False
         self.invoker_iam_disabled = False
-        self.refused_connections = 0  # cut by the VPC egress connection delay
+        self.refused_connections = 0  # stalled by the VPC egress connection delay
         self.container: Container | None = None
         self.instance: Instance | None = None
         self.retired: list[Instance] = []  # every instance ever stopped, for leak checks
@@ -94,14 +100,15 @@ class ServiceRouter:
         router = self
 
         class EgressGate(H11Protocol):
-            """Cuts a connection from an instance whose VPC egress is not connected yet."""
+            """Stalls a connection from an instance whose VPC egress is not connected yet."""
 
             def connection_made(self, transport: Any) -> None:  # type: ignore[override]
                 super().connection_made(transport)
                 peer = transport.get_extra_info("peername")
                 if router.internal and peer and router.egress_not_ready(int(peer[1])):
                     router.refused_connections += 1
-                    transport.abort()
+                    transport.pause_reading()  # nothing the caller sends is ever answered
+                    asyncio.get_running_loop().call_later(EGRESS_STALL_S, transport.abort)
 
         methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
