@@ -66,6 +66,11 @@ def test_deploy_all_succeeds_in_one_run_on_a_strict_fresh_cloud(
         assert backend_router.refused_connections > 0
         frontend = runner.instance("orpheus-frontend")
         assert frontend.container.probe_path == "/ready"
+        # Both IAM waits were really met: Cloud Build refused the source while its account's
+        # grant was younger than the propagation delay, and the backend answered 403 to the
+        # frontend's account until its invoker binding applied.
+        assert "INVALID_ARGUMENT" in [c.code for c in cloud.calls("CreateBuild")]
+        assert 403 in backend_router.denied
 
         # The example workflow's own command line, on the same project, as CI runs it.
         again = lc.cli(*workflow_command(), CI="true")
