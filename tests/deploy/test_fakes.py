@@ -140,3 +140,15 @@ def test_secret_volume_follows_the_latest_version(cloud: Any, tmp_path: Any) -> 
     secrets.disable_secret_version(request={"name": third.name})
     # latest = the newest version, even disabled: unreadable, never an older one.
     assert not keys.exists()
+
+
+@pytest.mark.parametrize("permission", ["*", "storage.*", "run.services", "run services create"])
+def test_test_iam_permissions_refuses_wildcards_and_malformed_names(cloud: Any,
+                                                                    permission: str) -> None:
+    projects = Cloud(Settings(project="test-project"), OperationPolicy.fast()).projects()
+    held = projects.test_iam_permissions(resource="projects/test-project",
+                                         permissions=["run.services.create"])
+    assert list(held.permissions) == ["run.services.create"]
+    with pytest.raises(exceptions.InvalidArgument):
+        projects.test_iam_permissions(resource="projects/test-project",
+                                      permissions=["run.services.create", permission])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from google.cloud import resourcemanager_v3
 
-from tests.fakecloud.core import FakeService, rpc
+from tests.fakecloud.core import FakeService, invalid, rpc
+
+_PERMISSION_RE = re.compile(r"^[a-z][a-z0-9]*\.[a-zA-Z][a-zA-Z0-9]*\.[a-zA-Z][a-zA-Z0-9]*$")
 
 
 class ProjectsFake(FakeService):
@@ -33,9 +36,14 @@ class ProjectsFake(FakeService):
 
         self.check_project(request.resource)
         if len(request.permissions) > 100:
-            from tests.fakecloud.core import invalid
-
             raise invalid("At most 100 permissions can be tested at once.")
+        for permission in request.permissions:
+            # "Permissions with wildcards (such as * or storage.*) are not allowed"
+            # (projects.testIamPermissions, cloud.google.com/resource-manager/reference/rest/v1/
+            # projects/testIamPermissions); a name not of the form service.resource.verb is
+            # refused too, so a typo in doctor's list fails here rather than passing.
+            if not _PERMISSION_RE.match(permission):
+                raise invalid(f"Permission {permission} is not valid.")
         return iam_policy_pb2.TestIamPermissionsResponse(
             permissions=[p for p in request.permissions if p not in self.cloud.denied])
 
