@@ -71,7 +71,9 @@ class LocalCloud:
 
     def be_strict(self) -> None:
         """Every strictness switch of the fake cloud on, with delays short enough for a test
-        (Google's are minutes): what a first deploy meets on a real project."""
+        (Google's are minutes): what a first deploy meets on a real project that has been
+        granted its GPU quota (Cloud Run grants none by default; a project without it is
+        tests/deploy/test_doctor.py's and the quota tests' case, where deploy stops early)."""
         import grpc
 
         cloud = self.cloud
