@@ -270,6 +270,23 @@ def test_the_key_survives_a_reload_of_the_tab_only(
     assert v.page.is_disabled("#speak")
 
 
+def test_a_key_over_its_limit_is_told_so_not_that_the_backend_is_starting(
+        frontend_factory: Callable[..., RunningFrontend], fake_backend: FakeBackend,
+        visit: Callable[[RunningFrontend], Visit]) -> None:
+    fe = frontend_factory(ORPHEUS_KEY_REQUESTS_PER_MINUTE="1")
+    fake_backend.default = Behavior.stream(frames=4)
+    v = visit(fe)
+    v.connect(fe.api_key)
+    v.page.wait_for_selector("#key-status[data-state=connected]")
+    v.page.fill("#text", "Hello")
+    v.page.click("#speak")
+    v.page.wait_for_selector("#status[data-state=done]", timeout=30_000)
+    v.page.click("#speak")
+    v.page.wait_for_selector("#error[data-status='429']")
+    text = v.page.inner_text("#error")
+    assert "over its limit" in text and "cold start" not in text
+
+
 def test_api_errors_are_shown_as_their_message(
         frontend_factory: Callable[..., RunningFrontend], fake_backend: FakeBackend,
         visit: Callable[[RunningFrontend], Visit], artifacts_dir: Path,

@@ -74,8 +74,15 @@ async function api(path, init = {}) {
 // What to do about an error, for a person.
 function advice(err) {
   if (err.status === 401) {
-    return "Check the key: `orpheus setup` printed it, and it is the latest version of the " +
-      "orpheus-api-key secret in Secret Manager.";
+    return "Check the key (`orpheus keys list` shows the last four characters of each); a key " +
+      "created or revoked in the last 30 seconds may not be in force yet.";
+  }
+  if (err.code === "concurrency_limit_exceeded" || err.code === "rate_limit_exceeded") {
+    return "This key is over its limit of streams or requests; wait for its other requests, " +
+      "or the time the error names.";
+  }
+  if (err.code === "queue_full" || err.code === "queue_timeout") {
+    return "Every GPU slot is busy and the queue is full or the wait ran out; try again shortly.";
   }
   if (err.status === 503 || err.status === 429) {
     return "The GPU backend is probably starting (after an idle period a cold start loads the " +
