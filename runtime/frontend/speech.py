@@ -23,24 +23,21 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
-
-from runtime.codec.encoders import SUPPORTED_FORMATS, open_encoder
+from runtime.codec.encoders import SUPPORTED_FORMATS
 from runtime.codec.prompt import DEFAULT_PROMPT_TEMPLATE, UnknownVoiceError, build_text_prompt
 from runtime.codec.protocol import SAMPLE_RATE, SAMPLES_PER_FRAME, Frame
 from runtime.codec.snac_onnx import SnacOnnxDecoder
 from runtime.codec.streaming import StreamingDecoder
-from runtime.codec.text_split import SegmentJoiner
 from runtime.codec.token_budget import plan_segments, token_budget
 from runtime.codec.tokens import TokenStreamParser
 from runtime.frontend.backend_client import BackendClient
 from runtime.frontend.catalog import ModelCatalog
 from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY, DecodePool
 from runtime.frontend.errors import APIError, BackendError, BackendTimeout, BackendUnavailable
+from runtime.frontend.joined_audio import JoinedAudio
 from runtime.frontend.model_status import LoadWatch, ModelStatus
 from runtime.frontend.schemas import SpeechRequest
 from runtime.frontend.settings import Settings
-from runtime.frontend.tempo import TempoFilter
 
 __all__ = ["MODEL_ALIASES", "SpeechJob", "SpeechService", "SpeechStats", "SpeechStream"]
 
@@ -107,14 +104,12 @@ class SpeechStats:
 
 
 class _AudioPipeline:
-    """Frames -> PCM -> crossfaded -> tempo -> encoded bytes. Synchronous; the producer calls it
-    in a worker thread, one call at a time."""
+    """Frames -> PCM -> crossfaded -> tempo -> encoded bytes (the last three: `JoinedAudio`).
+    Synchronous; the producer calls it in a worker thread, one call at a time."""
 
     def __init__(self, decoder: SnacOnnxDecoder, fmt: str, speed: float, stats: SpeechStats):
         self._decoder = decoder
-        self._encoder = open_encoder(fmt, SAMPLE_RATE)
-        self._joiner = SegmentJoiner(sample_rate=SAMPLE_RATE)
-        self._tempo = TempoFilter(speed, SAMPLE_RATE) if speed != 1.0 else None
+        self._audio = JoinedAudio(fmt, speed)
         self._segment: StreamingDecoder | None = None
         self._stats = stats
 
@@ -129,32 +124,22 @@ class _AudioPipeline:
         # Every frame pushed becomes 2048 samples: the joiner need not hold back what lies before
         # the last crossfade's worth of them.
         length = self._segment.frames_pushed * SAMPLES_PER_FRAME
-        return self._emit(self._joiner.push(pcm, at_least=length))
+        return self._counted(self._audio.push(pcm, at_least=length))
 
     def end_segment(self, *, truncated: bool = False) -> bytes:
         """`truncated`: the segment was cut by its token limit, mid-speech; it fades out."""
         assert self._segment is not None
-        pcm = self._joiner.push(self._segment.flush())
-        self._segment = None
-        return self._emit(np.concatenate([pcm, self._joiner.end_segment(fade_out=truncated)]))
+        tail, self._segment = self._segment.flush(), None
+        return self._counted(self._audio.end_segment(tail, fade_out=truncated))
 
     def finish(self) -> bytes:
         """Everything still held (an open segment's frames included), then the encoder's end."""
         out = self.end_segment() if self._segment is not None else b""
-        out += self._emit(self._joiner.finish())
-        if self._tempo is not None:
-            out += self._emit(self._tempo.finish(), tempo=False)
-        return out + self._encoder.finish()
+        return out + self._counted(self._audio.finish())
 
-    def _emit(self, pcm: np.ndarray, *, tempo: bool = True) -> bytes:
-        if tempo and self._tempo is not None and pcm.size:
-            pcm = self._tempo.process(pcm)
-        if not pcm.size:
-            # Never call the encoder with nothing: a WAV encoder would answer with a bare header,
-            # which must not go out before there is audio behind it.
-            return b""
-        self._stats.samples += int(pcm.size)
-        return self._encoder.encode(pcm)
+    def _counted(self, data: bytes) -> bytes:
+        self._stats.samples = self._audio.samples
+        return data
 
 
 class _End:

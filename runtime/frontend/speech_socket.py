@@ -47,18 +47,16 @@ import numpy as np
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from runtime.codec.encoders import open_encoder
 from runtime.codec.protocol import SAMPLE_RATE
-from runtime.codec.text_split import SegmentJoiner
 from runtime.codec.text_stream import TextStream
 from runtime.frontend.auth import check_api_key, presented_key
 from runtime.frontend.decode_pool import FIRST_AUDIO, STEADY
 from runtime.frontend.errors import APIError, error_body
+from runtime.frontend.joined_audio import JoinedAudio
 from runtime.frontend.key_store import KeyStore
 from runtime.frontend.limits import BackendSlots, KeyLimits, Lease
 from runtime.frontend.schemas import SpeechRequest
 from runtime.frontend.speech import SpeechService, SpeechStats
-from runtime.frontend.tempo import TempoFilter
 
 __all__ = ["CLOSE_CODES", "SOCKET_PATH", "speech_socket"]
 
@@ -101,6 +99,11 @@ class SocketError(Exception):
         return SocketError(code, error)
 
 
+def _samples(pcm: bytes) -> np.ndarray:
+    """A unit's PCM response (s16le) as samples, without a copy."""
+    return np.frombuffer(pcm, dtype="<i2")
+
+
 def _bad(message: str, param: str | None = None) -> SocketError:
     return SocketError(4400, APIError(400, message, param=param, code="invalid_message"))
 
@@ -129,76 +132,11 @@ class SocketStats:
                 "first_audio_ms": self.first_audio_ms}
 
 
-class _SkipHeader:
-    """Drops the header a file of `fmt` starts with (a WAV header; the ID3v2 tag of an MP3), for
-    the utterances after a connection's first: the binary messages of a connection are then one
-    stream, which a client can feed to one decoder (a header in the middle would stop it). An MP3
-    utterance still decodes alone; the other compressed formats need nothing dropped."""
-
-    def __init__(self, fmt: str) -> None:
-        self._fmt = fmt
-        self._head = b""
-        self._skip: int | None = None  # bytes still to drop, once the header's size is known
-
-    def __call__(self, data: bytes) -> bytes:
-        if self._skip is None:
-            self._head += data
-            if len(self._head) < 10:
-                return b""
-            data, self._head = self._head, b""
-            self._skip = self._header_size(data)
-        drop = min(self._skip, len(data))
-        self._skip -= drop
-        return data[drop:]
-
-    def _header_size(self, head: bytes) -> int:
-        if self._fmt == "wav":
-            return 44
-        if head.startswith(b"ID3"):
-            # Its size is syncsafe (7 bits a byte) after the 10-byte header; a footer adds 10.
-            size = head[6] << 21 | head[7] << 14 | head[8] << 7 | head[9]
-            return 10 + size + (10 if head[5] & 0x10 else 0)
-        return 0
-
-
-class _UtteranceAudio:
-    """The units' PCM -> crossfaded -> tempo -> one encoded file. Synchronous (pool threads)."""
-
-    def __init__(self, fmt: str, speed: float, *, first: bool) -> None:
-        self._encoder = open_encoder(fmt, SAMPLE_RATE)
-        self._joiner = SegmentJoiner(sample_rate=SAMPLE_RATE)
-        self._tempo = TempoFilter(speed, SAMPLE_RATE) if speed != 1.0 else None
-        self._strip = _SkipHeader(fmt) if fmt in ("wav", "mp3") and not first else None
-        self.samples = 0
-
-    def push(self, pcm: bytes) -> bytes:
-        return self._encode(self._joiner.push(np.frombuffer(pcm, dtype="<i2")))
-
-    def end_unit(self) -> bytes:
-        return self._encode(self._joiner.end_segment())
-
-    def finish(self) -> bytes:
-        joined = self._joiner.finish()
-        if self._tempo is not None:
-            joined = np.concatenate([self._tempo.process(joined), self._tempo.finish()])
-        return self._encode(joined, tempo=False) + self._out(self._encoder.finish())
-
-    def _encode(self, pcm: np.ndarray, *, tempo: bool = True) -> bytes:
-        if tempo and self._tempo is not None and pcm.size:
-            pcm = self._tempo.process(pcm)
-        self.samples += int(pcm.size)
-        # Never the encoder with nothing: a WAV encoder would answer with a bare header.
-        return self._out(self._encoder.encode(pcm)) if pcm.size else b""
-
-    def _out(self, data: bytes) -> bytes:
-        return self._strip(data) if self._strip is not None and data else data
-
-
 @dataclass
 class _Utterance:
     number: int
     started: float  # loop time of its first text message (or of its end, if it had none)
-    audio: _UtteranceAudio
+    audio: JoinedAudio
     lease: Lease | None = None
     chars: int = 0
     segments: int = 0
@@ -450,7 +388,7 @@ class _SpeechSocket:
         self.stats.utterances += 1
         first = self.stats.utterances == 1
         self.utterance = _Utterance(self.stats.utterances, self.starts.popleft(),
-                                    _UtteranceAudio(self.fmt, self.speed, first=first))
+                                    JoinedAudio(self.fmt, self.speed, skip_header=not first))
         return self.utterance
 
     async def _speak_unit(self, utterance: _Utterance, text: str) -> None:
@@ -472,11 +410,11 @@ class _SpeechSocket:
         try:
             stream = self.service.start(job, stats)
             try:
-                await self._send_audio(utterance, await self._call(utterance, utterance.audio.push,
-                                                                   await stream.first()))
+                await self._send_audio(utterance, await self._call(
+                    utterance, utterance.audio.push, _samples(await stream.first())))
                 async for pcm in stream.rest():
-                    await self._send_audio(utterance,
-                                           await self._call(utterance, utterance.audio.push, pcm))
+                    await self._send_audio(utterance, await self._call(
+                        utterance, utterance.audio.push, _samples(pcm)))
             finally:
                 await stream.aclose()
         except APIError as exc:
@@ -486,7 +424,7 @@ class _SpeechSocket:
         utterance.chars += job.chars
         utterance.segments += stats.segments
         self.stats.add(stats)
-        await self._send_audio(utterance, await self._call(utterance, utterance.audio.end_unit))
+        await self._send_audio(utterance, await self._call(utterance, utterance.audio.end_segment))
 
     async def _finish(self, utterance: _Utterance) -> None:
         await self._send_audio(utterance, await self._call(utterance, utterance.audio.finish))
