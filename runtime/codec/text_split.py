@@ -83,11 +83,6 @@ def _mix(tail: np.ndarray, head: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
 
 
-def _fade_out(tail: np.ndarray) -> np.ndarray:
-    weight = 1.0 - (np.arange(tail.shape[0], dtype=np.float32) + 0.5) / tail.shape[0]
-    return np.rint(tail.astype(np.float32) * weight).astype(np.int16)
-
-
 def join_overlap(crossfade: int, left_len: int, right_len: int) -> int:
     """Samples shared by two consecutive non-empty segments: never more than half of either, so a
     segment's head and tail crossfades cannot overlap."""
@@ -160,7 +155,7 @@ class SegmentJoiner:
         held tail fades to silence over the crossfade length before any join."""
         with self._lock:
             if fade_out and self._cur.size:
-                self._cur = _fade_out(self._cur)
+                self._cur = _mix(self._cur, np.zeros_like(self._cur))  # a join into silence
             return self._end_segment()
 
     def finish(self) -> np.ndarray:
