@@ -34,17 +34,18 @@ _LEVELS = (
 SENTENCE_BREAK, CLAUSE_BREAK, WORD_BREAK = _LEVELS
 
 
-def _normalise(unit: str) -> str:
-    return " ".join(unit.split())
+def normalise(text: str) -> str:
+    """Whitespace runs to one space, ends stripped: how every piece (and streamed unit) reads."""
+    return " ".join(text.split())
 
 
 def _units(text: str, max_chars: int, level: int) -> list[str]:
     """Units no longer than max_chars, cut at the coarsest boundary kind that achieves it."""
-    if len(_normalise(text)) <= max_chars:
-        unit = _normalise(text)
+    if len(normalise(text)) <= max_chars:
+        unit = normalise(text)
         return [unit] if unit else []
     if level == len(_LEVELS):
-        word = _normalise(text)  # one word (no whitespace left): cut it hard
+        word = normalise(text)  # one word (no whitespace left): cut it hard
         return [word[i : i + max_chars] for i in range(0, len(word), max_chars)]
     out: list[str] = []
     for part in _LEVELS[level].split(text):
@@ -67,7 +68,7 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
     """Split `text` into stripped, non-empty pieces of at most `max_chars` characters."""
     if max_chars < 1:
         raise ValueError("max_chars must be positive")
-    if len(_normalise(text)) <= max_chars:
+    if len(normalise(text)) <= max_chars:
         return _units(text, max_chars, 0)
     return _pack(
         [u for part in _LEVELS[0].split(text) if part for u in _units(part, max_chars, 1)],
