@@ -47,6 +47,16 @@ def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     return found
 
 
+def _clause_end(text: str, min_chars: int) -> int:
+    """Where `text` can be cut after its last clause boundary, if the part before holds at least
+    `min_chars` characters once normalised; else 0. Normalising a longer prefix never gives a
+    shorter string, so when the last boundary falls short every earlier one does too."""
+    last = _last_match(CLAUSE_BREAK, text)
+    if last is not None and len(normalise(text[: last.end()])) >= min_chars:
+        return last.end()
+    return 0
+
+
 class TextStream:
     def __init__(
         self,
@@ -115,10 +125,7 @@ class TextStream:
         size = len(normalise(self._buffer[:settled]))
         overdue = self._since is not None and now - self._since >= self.clause_after_s
         if size and (size >= self.clause_chars or overdue):
-            cut = 0
-            for match in CLAUSE_BREAK.finditer(self._buffer, 0, settled):
-                if len(normalise(self._buffer[:match.end()])) >= self.min_clause_chars:
-                    cut = match.end()
+            cut = _clause_end(self._buffer[:settled], self.min_clause_chars)
             if cut:
                 units += split_text(self._take(cut, now), self.max_chars)
         # 3. A sentence that outgrew max_chars without a clause boundary.
