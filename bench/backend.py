@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 
 from tests.fixtures.llama_build import built_llama_server
+from tests.fixtures.plugin_llama import stop
 
 REALTIME_TPS = 82.03
 PROMPT = "<|audio|>tara: Benchmarking the Orpheus backend with a few concurrent streams.<|eot_id|>"
@@ -122,7 +123,7 @@ def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str
                 _stream(url, args.max_tokens, single)
             runs = [_concurrent(url, args.streams, args.max_tokens) for _ in range(args.repeats)]
         finally:
-            _stop(process)
+            stop(process)
     single_tps = sum(r.tokens for r in single) / sum(r.seconds for r in single)
     total = sum(r[0] for r in runs) / len(runs)
     per_stream = sum(r[1] for r in runs) / len(runs)
@@ -137,14 +138,6 @@ def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str
         "tokens_per_stream": single[0].tokens,
         "per_stream_realtime": per_stream >= REALTIME_TPS,
     }
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> float:
@@ -176,8 +169,7 @@ def ready_time(model: Path, staging: str, args: argparse.Namespace) -> float:
         try:
             return _wait_ready(process, f"http://127.0.0.1:{port}/health", log_path) - start
         finally:
-            process.terminate()
-            process.wait(15)
+            stop(process)
             staged = Path(env.get("MODEL_STAGING_DIR", "/dev/shm")) / model.name
             if staging == "always":
                 staged.unlink(missing_ok=True)
@@ -229,7 +221,7 @@ def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str
                      "--format=csv,noheader"], capture_output=True, text=True,
                     check=False).stdout.splitlines()
         finally:
-            _stop(process)
+            stop(process)
     loads = [float(x) for x in re.findall(r"model model-[ab]: loaded in ([0-9.]+)s",
                                           log_path.read_text())]
     resident_ms = statistics.median(resident) * 1000
