@@ -65,6 +65,17 @@ def _llama_server() -> str | None:
     return str(built) if built.is_file() else shutil.which("llama-server")
 
 
+def _launcher_env(model: Path, port: int, args: argparse.Namespace,
+                  **settings: str) -> dict[str, str]:
+    """``python -m runtime.backend``'s environment: `model` served on 127.0.0.1:`port`, with
+    --threads CPU threads when given, and the other `settings` (design section 3)."""
+    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port),
+           "ORPHEUS_BACKEND_HOST": "127.0.0.1", **settings}
+    if args.threads:
+        env["N_THREADS"] = str(args.threads)
+    return env
+
+
 def _stream(url: str, max_tokens: int, out: list[StreamResult], model: str | None = None) -> None:
     body = {"prompt": PROMPT, "max_tokens": max_tokens, "stream": True, **SAMPLING,
             **({"model": model} if model else {})}
@@ -100,12 +111,9 @@ def _concurrent(url: str, streams: int, max_tokens: int) -> tuple[float, float, 
 
 def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str, object]:
     port = _free_port()
-    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port),
-           "ORPHEUS_BACKEND_HOST": "127.0.0.1", "N_PARALLEL": str(args.streams),
-           "N_CTX": str(args.streams * args.slot_ctx), "N_GPU_LAYERS": str(args.n_gpu_layers),
-           "MODEL_STAGING": "never"}
-    if args.threads:
-        env["N_THREADS"] = str(args.threads)
+    env = _launcher_env(model, port, args, N_PARALLEL=str(args.streams),
+                        N_CTX=str(args.streams * args.slot_ctx),
+                        N_GPU_LAYERS=str(args.n_gpu_layers), MODEL_STAGING="never")
     if engine == "llama-server":
         env["LLAMA_SERVER_BIN"] = _llama_server() or ""
     url = f"http://127.0.0.1:{port}"
@@ -156,11 +164,8 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> f
 def ready_time(model: Path, staging: str, args: argparse.Namespace) -> float:
     """Seconds from starting the launcher (llama-server engine) to GET /health 200."""
     port = _free_port()
-    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port),
-           "ORPHEUS_BACKEND_HOST": "127.0.0.1", "N_PARALLEL": "1", "N_CTX": str(args.slot_ctx),
-           "MODEL_STAGING": staging, "LLAMA_SERVER_BIN": _llama_server() or ""}
-    if args.threads:
-        env["N_THREADS"] = str(args.threads)
+    env = _launcher_env(model, port, args, N_PARALLEL="1", N_CTX=str(args.slot_ctx),
+                        MODEL_STAGING=staging, LLAMA_SERVER_BIN=_llama_server() or "")
     log_path = Path(tempfile.gettempdir()) / f"bench-staging-{staging}-{port}.log"
     with log_path.open("wb") as log:
         start = time.perf_counter()
@@ -185,16 +190,15 @@ def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str
     port = _free_port()
     names = ["model-a", "model-b"]
     paths = [m.resolve() for m in models]
-    env = {**os.environ, "MODEL_PATH": str(paths[0]),
-           "MODEL_FILES": json.dumps({n: str(p) for n, p in zip(names, paths, strict=True)}),
-           "MODELS_MAX": "1", "PORT": str(port), "ORPHEUS_BACKEND_HOST": "127.0.0.1",
-           # The production slots (4 x 4096 by default): the GPU memory read below is then
-           # what one resident model takes in a deployment.
-           "N_PARALLEL": str(args.streams), "N_CTX": str(args.streams * args.slot_ctx),
-           "MODEL_STAGING": "never",
-           "N_GPU_LAYERS": str(args.n_gpu_layers), "LLAMA_SERVER_BIN": _llama_server() or ""}
-    if args.threads:
-        env["N_THREADS"] = str(args.threads)
+    env = _launcher_env(
+        paths[0], port, args,
+        MODEL_FILES=json.dumps({n: str(p) for n, p in zip(names, paths, strict=True)}),
+        MODELS_MAX="1",
+        # The production slots (4 x 4096 by default): the GPU memory read below is then what
+        # one resident model takes in a deployment.
+        N_PARALLEL=str(args.streams), N_CTX=str(args.streams * args.slot_ctx),
+        MODEL_STAGING="never", N_GPU_LAYERS=str(args.n_gpu_layers),
+        LLAMA_SERVER_BIN=_llama_server() or "")
     url = f"http://127.0.0.1:{port}"
     log_path = Path(tempfile.gettempdir()) / f"bench-switch-{port}.log"
     resident: list[float] = []
