@@ -185,7 +185,7 @@ def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str
     import re
     import statistics
 
-    from runtime.backend.router import ModelState, model_states
+    from runtime.backend.router import LOADED, model_states
 
     port = _free_port()
     names = ["model-a", "model-b"]
@@ -208,7 +208,10 @@ def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str
         process = subprocess.Popen([sys.executable, "-m", "runtime.backend"], env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
-            while (model_states(port) or {}).get(names[0]) != ModelState("loaded"):
+            while True:  # loaded as the launcher's RouterWatch sees it: by status alone
+                state = (model_states(port) or {}).get(names[0])
+                if state is not None and state.status == LOADED:
+                    break
                 if process.poll() is not None:
                     raise RuntimeError(f"the backend exited; see {log_path}")
                 time.sleep(0.05)
