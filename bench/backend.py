@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 
 from tests.fixtures.llama_build import built_llama_server
-from tests.fixtures.plugin_llama import stop
+from tests.fixtures.plugin_llama import free_port, stop
 
 REALTIME_TPS = 82.03
 PROMPT = "<|audio|>tara: Benchmarking the Orpheus backend with a few concurrent streams.<|eot_id|>"
@@ -47,14 +47,6 @@ class StreamResult:
     tokens: int
     first_token_s: float
     seconds: float
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _llama_server() -> str | None:
@@ -110,7 +102,7 @@ def _concurrent(url: str, streams: int, max_tokens: int) -> tuple[float, float, 
 
 
 def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str, object]:
-    port = _free_port()
+    port = free_port()
     env = _launcher_env(model, port, args, N_PARALLEL=str(args.streams),
                         N_CTX=str(args.streams * args.slot_ctx),
                         N_GPU_LAYERS=str(args.n_gpu_layers), MODEL_STAGING="never")
@@ -163,7 +155,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> f
 
 def ready_time(model: Path, staging: str, args: argparse.Namespace) -> float:
     """Seconds from starting the launcher (llama-server engine) to GET /health 200."""
-    port = _free_port()
+    port = free_port()
     env = _launcher_env(model, port, args, N_PARALLEL="1", N_CTX=str(args.slot_ctx),
                         MODEL_STAGING=staging, LLAMA_SERVER_BIN=_llama_server() or "")
     log_path = Path(tempfile.gettempdir()) / f"bench-staging-{staging}-{port}.log"
@@ -187,7 +179,7 @@ def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str
 
     from runtime.backend.router import LOADED, model_states
 
-    port = _free_port()
+    port = free_port()
     names = ["model-a", "model-b"]
     paths = [m.resolve() for m in models]
     env = _launcher_env(

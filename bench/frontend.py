@@ -59,7 +59,7 @@ from runtime.codec import AudioStream, SnacOnnxDecoder
 from runtime.codec.protocol import SAMPLE_RATE, SAMPLES_PER_FRAME
 from runtime.codec.protocol import TOKENS_PER_SECOND as TOKENS_PER_AUDIO_SECOND
 from tests.fixtures.fake_backend import Behavior, FakeBackend, audio_token_texts
-from tests.fixtures.plugin_llama import stop
+from tests.fixtures.plugin_llama import free_port, stop
 from tests.fixtures.socket_client import Send, converse, words
 
 WORDS_PER_SECOND = 20.0
@@ -332,7 +332,7 @@ def _start_app(
     model: Path, backend_url: str, key: str, **settings: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The app as its container runs it, in a child process; (process, base URL)."""
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ORPHEUS_")},
         "PORT": str(port),
@@ -351,14 +351,6 @@ def _start_app(
         stderr=subprocess.PIPE,
     )
     return app, f"http://127.0.0.1:{port}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(base: str, app: subprocess.Popen[bytes]) -> None:
