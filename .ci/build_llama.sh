@@ -8,7 +8,8 @@
 # are not Cloud Run's L4 hosts). So the build is GGML_NATIVE=OFF with NO per-instruction switch:
 # llama.cpp's non-native x86 baseline is AVX/AVX2/FMA/F16C (x86-64-v3, a Haswell). An AVX-VNNI or
 # AVX-512 switch compiles instructions that some of these CPUs lack and die on with SIGILL;
-# .ci/portability.sh runs both builds under `qemu-x86_64 -cpu Haswell` to prove they do not.
+# tests/backend/test_portability.py runs both builds under `qemu-x86_64 -cpu Haswell` to prove
+# they do not.
 #
 # The cache is keyed by the version AND a hash of the flags: a build made with other flags (an
 # older checkout of this script, say) is never reused. `current` points at the latest build and

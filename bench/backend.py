@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 
 from tests.fixtures.llama_build import built_llama_server
+from tests.fixtures.plugin_llama import free_port, stop
 
 REALTIME_TPS = 82.03
 PROMPT = "<|audio|>tara: Benchmarking the Orpheus backend with a few concurrent streams.<|eot_id|>"
@@ -48,20 +49,23 @@ class StreamResult:
     seconds: float
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _llama_server() -> str | None:
     configured = os.environ.get("LLAMA_SERVER_BIN") or os.environ.get("ORPHEUS_LLAMA_SERVER")
     if configured:
         return configured
     built = built_llama_server()
     return str(built) if built.is_file() else shutil.which("llama-server")
+
+
+def _launcher_env(model: Path, port: int, args: argparse.Namespace,
+                  **settings: str) -> dict[str, str]:
+    """``python -m runtime.backend``'s environment: `model` served on 127.0.0.1:`port`, with
+    --threads CPU threads when given, and the other `settings` (design section 3)."""
+    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port),
+           "ORPHEUS_BACKEND_HOST": "127.0.0.1", **settings}
+    if args.threads:
+        env["N_THREADS"] = str(args.threads)
+    return env
 
 
 def _stream(url: str, max_tokens: int, out: list[StreamResult], model: str | None = None) -> None:
@@ -98,13 +102,10 @@ def _concurrent(url: str, streams: int, max_tokens: int) -> tuple[float, float, 
 
 
 def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str, object]:
-    port = _free_port()
-    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port),
-           "ORPHEUS_BACKEND_HOST": "127.0.0.1", "N_PARALLEL": str(args.streams),
-           "N_CTX": str(args.streams * args.slot_ctx), "N_GPU_LAYERS": str(args.n_gpu_layers),
-           "MODEL_STAGING": "never"}
-    if args.threads:
-        env["N_THREADS"] = str(args.threads)
+    port = free_port()
+    env = _launcher_env(model, port, args, N_PARALLEL=str(args.streams),
+                        N_CTX=str(args.streams * args.slot_ctx),
+                        N_GPU_LAYERS=str(args.n_gpu_layers), MODEL_STAGING="never")
     if engine == "llama-server":
         env["LLAMA_SERVER_BIN"] = _llama_server() or ""
     url = f"http://127.0.0.1:{port}"
@@ -122,7 +123,7 @@ def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str
                 _stream(url, args.max_tokens, single)
             runs = [_concurrent(url, args.streams, args.max_tokens) for _ in range(args.repeats)]
         finally:
-            _stop(process)
+            stop(process)
     single_tps = sum(r.tokens for r in single) / sum(r.seconds for r in single)
     total = sum(r[0] for r in runs) / len(runs)
     per_stream = sum(r[1] for r in runs) / len(runs)
@@ -137,14 +138,6 @@ def bench_engine(engine: str, model: Path, args: argparse.Namespace) -> dict[str
         "tokens_per_stream": single[0].tokens,
         "per_stream_realtime": per_stream >= REALTIME_TPS,
     }
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> float:
@@ -162,12 +155,9 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> f
 
 def ready_time(model: Path, staging: str, args: argparse.Namespace) -> float:
     """Seconds from starting the launcher (llama-server engine) to GET /health 200."""
-    port = _free_port()
-    env = {**os.environ, "MODEL_PATH": str(model), "PORT": str(port),
-           "ORPHEUS_BACKEND_HOST": "127.0.0.1", "N_PARALLEL": "1", "N_CTX": str(args.slot_ctx),
-           "MODEL_STAGING": staging, "LLAMA_SERVER_BIN": _llama_server() or ""}
-    if args.threads:
-        env["N_THREADS"] = str(args.threads)
+    port = free_port()
+    env = _launcher_env(model, port, args, N_PARALLEL="1", N_CTX=str(args.slot_ctx),
+                        MODEL_STAGING=staging, LLAMA_SERVER_BIN=_llama_server() or "")
     log_path = Path(tempfile.gettempdir()) / f"bench-staging-{staging}-{port}.log"
     with log_path.open("wb") as log:
         start = time.perf_counter()
@@ -176,8 +166,7 @@ def ready_time(model: Path, staging: str, args: argparse.Namespace) -> float:
         try:
             return _wait_ready(process, f"http://127.0.0.1:{port}/health", log_path) - start
         finally:
-            process.terminate()
-            process.wait(15)
+            stop(process)
             staged = Path(env.get("MODEL_STAGING_DIR", "/dev/shm")) / model.name
             if staging == "always":
                 staged.unlink(missing_ok=True)
@@ -188,21 +177,20 @@ def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str
     import re
     import statistics
 
-    from runtime.backend.router import ModelState, model_states
+    from runtime.backend.router import LOADED, model_states
 
-    port = _free_port()
+    port = free_port()
     names = ["model-a", "model-b"]
     paths = [m.resolve() for m in models]
-    env = {**os.environ, "MODEL_PATH": str(paths[0]),
-           "MODEL_FILES": json.dumps({n: str(p) for n, p in zip(names, paths, strict=True)}),
-           "MODELS_MAX": "1", "PORT": str(port), "ORPHEUS_BACKEND_HOST": "127.0.0.1",
-           # The production slots (4 x 4096 by default): the GPU memory read below is then
-           # what one resident model takes in a deployment.
-           "N_PARALLEL": str(args.streams), "N_CTX": str(args.streams * args.slot_ctx),
-           "MODEL_STAGING": "never",
-           "N_GPU_LAYERS": str(args.n_gpu_layers), "LLAMA_SERVER_BIN": _llama_server() or ""}
-    if args.threads:
-        env["N_THREADS"] = str(args.threads)
+    env = _launcher_env(
+        paths[0], port, args,
+        MODEL_FILES=json.dumps({n: str(p) for n, p in zip(names, paths, strict=True)}),
+        MODELS_MAX="1",
+        # The production slots (4 x 4096 by default): the GPU memory read below is then what
+        # one resident model takes in a deployment.
+        N_PARALLEL=str(args.streams), N_CTX=str(args.streams * args.slot_ctx),
+        MODEL_STAGING="never", N_GPU_LAYERS=str(args.n_gpu_layers),
+        LLAMA_SERVER_BIN=_llama_server() or "")
     url = f"http://127.0.0.1:{port}"
     log_path = Path(tempfile.gettempdir()) / f"bench-switch-{port}.log"
     resident: list[float] = []
@@ -212,7 +200,10 @@ def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str
         process = subprocess.Popen([sys.executable, "-m", "runtime.backend"], env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
-            while (model_states(port) or {}).get(names[0]) != ModelState("loaded"):
+            while True:  # loaded as the launcher's RouterWatch sees it: by status alone
+                state = (model_states(port) or {}).get(names[0])
+                if state is not None and state.status == LOADED:
+                    break
                 if process.poll() is not None:
                     raise RuntimeError(f"the backend exited; see {log_path}")
                 time.sleep(0.05)
@@ -229,7 +220,7 @@ def bench_model_switch(models: list[Path], args: argparse.Namespace) -> dict[str
                      "--format=csv,noheader"], capture_output=True, text=True,
                     check=False).stdout.splitlines()
         finally:
-            _stop(process)
+            stop(process)
     loads = [float(x) for x in re.findall(r"model model-[ab]: loaded in ([0-9.]+)s",
                                           log_path.read_text())]
     resident_ms = statistics.median(resident) * 1000

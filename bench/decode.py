@@ -81,6 +81,14 @@ def real_snac_onnx(cache_dir: Path) -> Path:
     return path
 
 
+def random_frames(rng: np.random.Generator, count: int) -> list[Frame]:
+    """`count` frames of uniformly random codes (0..4095), drawn from `rng`."""
+    return [
+        tuple(int(c) for c in row)  # type: ignore[misc]
+        for row in rng.integers(0, 4096, size=(count, 7))
+    ]
+
+
 def token_chunks(frames: list[Frame]) -> list[str]:
     """The stream as a backend sends it: one token per server-sent event, start and end marks."""
     text = frame_to_token_text
@@ -182,10 +190,7 @@ def short_heads(decoder: SnacOnnxDecoder, count: int) -> dict[str, float]:
     worst: dict[str, float] = {}
     rng = np.random.default_rng(SEED + 1)
     for _ in range(count):
-        frames: list[Frame] = [
-            tuple(int(c) for c in row)  # type: ignore[misc]
-            for row in rng.integers(0, 4096, size=(5, 7))
-        ]
+        frames = random_frames(rng, 5)
         whole = to_int16(decoder.decode(frames)).astype(np.float64)
         stream, _, _ = run_ours_fast(decoder, token_chunks(frames))
         for name, value in head_figures(stream, whole).items():
@@ -196,10 +201,7 @@ def short_heads(decoder: SnacOnnxDecoder, count: int) -> dict[str, float]:
 def head_cost_ms(decoder: SnacOnnxDecoder, repeats: int = 30) -> tuple[float, float]:
     """(head graph, whole 2-frame decode): median ms of each, calls alternating."""
     rng = np.random.default_rng(SEED + 2)
-    frames: list[Frame] = [
-        tuple(int(c) for c in row)  # type: ignore[misc]
-        for row in rng.integers(0, 4096, size=(HEAD_FRAMES, 7))
-    ]
+    frames = random_frames(rng, HEAD_FRAMES)
     span = HEAD_SAMPLES + HEAD_BLEND
     calls = {
         "head": lambda: decoder.decode_start(frames, span),
@@ -229,10 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model = real_snac_onnx(args.cache_dir)
     rng = np.random.default_rng(SEED)
-    frames: list[Frame] = [
-        tuple(int(c) for c in row)  # type: ignore[misc]
-        for row in rng.integers(0, 4096, size=(args.frames, 7))
-    ]
+    frames = random_frames(rng, args.frames)
     chunks = token_chunks(frames)
     seconds = args.frames * SAMPLES_PER_FRAME / SAMPLE_RATE
 

@@ -43,7 +43,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -60,6 +59,7 @@ from runtime.codec import AudioStream, SnacOnnxDecoder
 from runtime.codec.protocol import SAMPLE_RATE, SAMPLES_PER_FRAME
 from runtime.codec.protocol import TOKENS_PER_SECOND as TOKENS_PER_AUDIO_SECOND
 from tests.fixtures.fake_backend import Behavior, FakeBackend, audio_token_texts
+from tests.fixtures.plugin_llama import free_port, stop
 from tests.fixtures.socket_client import Send, converse, words
 
 WORDS_PER_SECOND = 20.0
@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         # The same burst without the fast start: its heads cost a 2-frame decode per stream.
         bursts_exact = [burst(exact_base, key, args.streams) for _ in range(args.bursts)]
     finally:
-        _stop(app)
-        _stop(exact_app)
+        stop(app, timeout=20)
+        stop(exact_app, timeout=20)
         backend.stop()
 
     codec_first = statistics.median(codec_ttfb)
@@ -332,7 +332,7 @@ def _start_app(
     model: Path, backend_url: str, key: str, **settings: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The app as its container runs it, in a child process; (process, base URL)."""
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ORPHEUS_")},
         "PORT": str(port),
@@ -351,24 +351,6 @@ def _start_app(
         stderr=subprocess.PIPE,
     )
     return app, f"http://127.0.0.1:{port}"
-
-
-def _stop(app: subprocess.Popen[bytes]) -> None:
-    if app.poll() is not None:
-        return
-    app.send_signal(signal.SIGTERM)
-    try:
-        app.wait(20)
-    except subprocess.TimeoutExpired:
-        app.kill()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(base: str, app: subprocess.Popen[bytes]) -> None:

@@ -12,6 +12,7 @@ MODELS_MAX run llama-server as a router (runtime/backend/router.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import sys
@@ -64,19 +65,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                  path.stat().st_size / 1e9)
 
     staged_copy = _stage(settings, model, fstype, size, clock)
-    with tempfile.TemporaryDirectory(prefix="orpheus-router-") as scratch:
+    with contextlib.ExitStack() as cleanup:
         presets: Path | None = None
         # The staged copy is memory (/dev/shm) that the loaded server no longer reads.
         on_ready = functools.partial(release, staged_copy) if staged_copy is not None else None
-        if settings.router:
-            links = {name: link_model(Path(scratch), name, path)
-                     for name, path in {settings.default_model: model, **others}.items()}
+        if settings.router:  # the links and the preset file live as long as the router
+            scratch = Path(cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="orpheus-router-")))
+            targets = {settings.default_model: staged_copy or model, **others}
+            links = {name: link_model(scratch, name, path) for name, path in targets.items()}
             if staged_copy is not None:
-                link_model(Path(scratch), settings.default_model, staged_copy)
                 # Once loaded, a reload (after an eviction) reads the mount, not the copy.
-                on_ready = functools.partial(_back_to_mount, Path(scratch),
-                                             settings.default_model, model, staged_copy)
-            presets = write_presets(Path(scratch), links, settings.default_model)
+                on_ready = functools.partial(_back_to_mount, scratch, settings.default_model,
+                                             model, staged_copy)
+            presets = write_presets(scratch, links, settings.default_model)
         try:
             command = engine_command(settings, staged_copy or model, presets)
         except EngineError as exc:

@@ -49,8 +49,9 @@ class BackendSettings:
     staging_dir: Path = Path("/dev/shm")
     staging_threads: int = 16
     n_threads: int | None = None  # CPU threads; None: the engine's default
-    # Several models (MODEL_FILES): name -> file, the default (MODEL_PATH) among them; empty for
-    # the single-model deployment. At most ``models_max`` are loaded at once.
+    # Several models (MODEL_FILES): name -> file, at least two, the default (MODEL_PATH) among
+    # them; empty for the single-model deployment (load_settings leaves a one-model MODEL_FILES
+    # out). At most ``models_max`` are loaded at once.
     model_files: dict[str, Path] = field(default_factory=dict)
     models_max: int = 1
 
@@ -62,11 +63,12 @@ class BackendSettings:
     @property
     def router(self) -> bool:
         """Several models: llama-server runs as a router (runtime/backend/router.py)."""
-        return len(self.model_files) > 1
+        return bool(self.model_files)
 
     @property
     def default_model(self) -> str:
-        """The name of MODEL_PATH's model in ``model_files`` (loaded at start-up)."""
+        """The name of MODEL_PATH's model in ``model_files`` (loaded at start-up); its file's
+        stem for a single-model deployment, which has no ``model_files``."""
         for name, path in self.model_files.items():
             if path == self.model_path:
                 return name

@@ -164,6 +164,15 @@ def _onnx_export(module: Any, args: tuple[Any, ...], path: Path, opset: int, **k
         )
 
 
+def _set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Store `props` in the ONNX file's metadata, where `SnacOnnxDecoder` reads them."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    onnx.helper.set_model_props(graph, props)
+    onnx.save(graph, str(path))
+
+
 def export_decoder(
     model: Any, out_path: str | Path, opset: int = DEFAULT_OPSET, *, stream: bool = True
 ) -> Path:
@@ -194,7 +203,6 @@ def export_decoder(
 def export_stream_decoder(model: Any, out_path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """Write the stateful step graph (see `runtime.codec.stream_graph`) with its initial state
     shapes and minimum first step in the model's metadata, so the runtime needs no torch."""
-    import onnx
     import torch
 
     from runtime.codec.stream_graph import SnacStreamStep, min_first_frames
@@ -227,15 +235,13 @@ def export_stream_decoder(model: Any, out_path: str | Path, opset: int = DEFAULT
         output_names=[OUTPUT_NAME, *state_out],
         dynamic_axes=axes,
     )
-    graph = onnx.load(str(out_path))
-    onnx.helper.set_model_props(
-        graph,
+    _set_metadata(
+        out_path,
         {
             META_INITIAL_STATES: json.dumps([list(shape) for shape in shapes]),
             META_FIRST_FRAMES: str(first),
         },
     )
-    onnx.save(graph, str(out_path))
     return out_path
 
 
@@ -250,8 +256,6 @@ def export_head_decoder(
     """Write the head graph (`runtime.codec.head_graph`): the first `samples` samples of the whole
     decode of `frames` frames (by default what the fast start uses), with both numbers in the
     model's metadata."""
-    import onnx
-
     from runtime.codec.head_graph import SnacHead
     from runtime.codec.streaming import HEAD_BLEND, HEAD_FRAMES, HEAD_SAMPLES
 
@@ -267,11 +271,7 @@ def export_head_decoder(
         input_names=list(INPUT_NAMES),
         output_names=[OUTPUT_NAME],
     )
-    graph = onnx.load(str(out_path))
-    onnx.helper.set_model_props(
-        graph, {META_HEAD_FRAMES: str(frames), META_HEAD_SAMPLES: str(samples)}
-    )
-    onnx.save(graph, str(out_path))
+    _set_metadata(out_path, {META_HEAD_FRAMES: str(frames), META_HEAD_SAMPLES: str(samples)})
     return out_path
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.codec.stream_graph import Snake, codes_to_latent
+from runtime.codec.stream_graph import Snake, codes_to_latent, same_padded
 
 
 class _Upsample(nn.Module):
@@ -80,9 +80,7 @@ def _inputs_needed(layer: nn.Module, outputs: int) -> int:
         # Output o (after the padding) is reached by inputs up to (o + pad) // stride.
         return -(-(outputs + layer.pad) // layer.stride)
     if isinstance(layer, nn.Conv1d):
-        if layer.stride[0] != 1 or 2 * layer.padding[0] != layer.dilation[0] * (
-            layer.kernel_size[0] - 1
-        ):
+        if not same_padded(layer):
             raise ValueError(f"the head graph needs 'same'-padded convolutions, not {layer}")
         return outputs + layer.padding[0]
     if isinstance(layer, ResidualUnit):

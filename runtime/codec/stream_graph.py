@@ -164,13 +164,20 @@ class _Tanh(nn.Module):
         return torch.tanh(x), []
 
 
+def same_padded(conv: nn.Conv1d) -> bool:
+    """Stride 1, and on each side as much zero padding as the kernel reaches (``2 p = dilation
+    (kernel - 1)``): output i is centred on input i. The one kind of convolution that this graph
+    and the head graph (`runtime.codec.head_graph`) handle."""
+    return conv.stride[0] == 1 and 2 * conv.padding[0] == conv.dilation[0] * (
+        conv.kernel_size[0] - 1
+    )
+
+
 def _convert(layer: nn.Module) -> list[nn.Module]:
     from snac.layers import DecoderBlock, ResidualUnit, Snake1d
 
     if isinstance(layer, nn.Conv1d):
-        if layer.stride[0] != 1 or 2 * layer.padding[0] != layer.dilation[0] * (
-            layer.kernel_size[0] - 1
-        ):
+        if not same_padded(layer):
             raise ValueError(f"cannot stream {layer}")
         return [_Conv(layer)]
     if isinstance(layer, nn.ConvTranspose1d):

@@ -141,11 +141,6 @@ class StreamingDecoder:
     def samples_emitted(self) -> int:
         return self._samples
 
-    @property
-    def head_sent(self) -> bool:
-        """True once an approximate head went out (fast start)."""
-        return self._skip > 0
-
     def push(self, frames: Sequence[Frame]) -> np.ndarray:
         """Add frames; return the int16 samples that are final now (maybe none)."""
         with self._lock:
@@ -154,8 +149,8 @@ class StreamingDecoder:
             self._frames.extend(frames)
             self._total += len(frames)
             pieces = []
-            if self._head_pending and (self._emitted > 0 or self._due() > 0):
-                self._head_pending = False  # the exact decode has begun, or begins now
+            if self._head_pending and self._due() > 0:
+                self._head_pending = False  # the exact decode begins now: no head
             elif self._head_pending and self._total >= HEAD_FRAMES:
                 self._head_pending = False
                 pieces.append(self._head())

@@ -34,17 +34,18 @@ _LEVELS = (
 SENTENCE_BREAK, CLAUSE_BREAK, WORD_BREAK = _LEVELS
 
 
-def _normalise(unit: str) -> str:
-    return " ".join(unit.split())
+def normalise(text: str) -> str:
+    """Whitespace runs to one space, ends stripped: how every piece (and streamed unit) reads."""
+    return " ".join(text.split())
 
 
 def _units(text: str, max_chars: int, level: int) -> list[str]:
     """Units no longer than max_chars, cut at the coarsest boundary kind that achieves it."""
-    if len(_normalise(text)) <= max_chars:
-        unit = _normalise(text)
+    if len(normalise(text)) <= max_chars:
+        unit = normalise(text)
         return [unit] if unit else []
     if level == len(_LEVELS):
-        word = _normalise(text)  # one word (no whitespace left): cut it hard
+        word = normalise(text)  # one word (no whitespace left): cut it hard
         return [word[i : i + max_chars] for i in range(0, len(word), max_chars)]
     out: list[str] = []
     for part in _LEVELS[level].split(text):
@@ -67,7 +68,7 @@ def split_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
     """Split `text` into stripped, non-empty pieces of at most `max_chars` characters."""
     if max_chars < 1:
         raise ValueError("max_chars must be positive")
-    if len(_normalise(text)) <= max_chars:
+    if len(normalise(text)) <= max_chars:
         return _units(text, max_chars, 0)
     return _pack(
         [u for part in _LEVELS[0].split(text) if part for u in _units(part, max_chars, 1)],
@@ -81,11 +82,6 @@ def _mix(tail: np.ndarray, head: np.ndarray) -> np.ndarray:
     weight = (np.arange(n, dtype=np.float32) + 0.5) / n
     mixed = tail.astype(np.float32) * (1.0 - weight) + head.astype(np.float32) * weight
     return np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
-
-
-def _fade_out(tail: np.ndarray) -> np.ndarray:
-    weight = 1.0 - (np.arange(tail.shape[0], dtype=np.float32) + 0.5) / tail.shape[0]
-    return np.rint(tail.astype(np.float32) * weight).astype(np.int16)
 
 
 def join_overlap(crossfade: int, left_len: int, right_len: int) -> int:
@@ -160,7 +156,7 @@ class SegmentJoiner:
         held tail fades to silence over the crossfade length before any join."""
         with self._lock:
             if fade_out and self._cur.size:
-                self._cur = _fade_out(self._cur)
+                self._cur = _mix(self._cur, np.zeros_like(self._cur))  # a join into silence
             return self._end_segment()
 
     def finish(self) -> np.ndarray:

@@ -29,6 +29,8 @@ from runtime.codec.text_split import (
     CLAUSE_BREAK,
     DEFAULT_MAX_CHARS,
     SENTENCE_BREAK,
+    WORD_BREAK,
+    normalise,
     split_text,
 )
 
@@ -38,18 +40,21 @@ CLAUSE_CHARS = 80  # about 5 s of speech: long enough to sound natural, short en
 CLAUSE_AFTER_S = 1.0  # a writer silent this long mid-sentence has probably paused (a tool call)
 MIN_CLAUSE_CHARS = 16  # "Well," alone would be an odd thing to say
 
-_WHITESPACE = re.compile(r"\s+")
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     found = None
     for found in pattern.finditer(text):  # noqa: B007 - only the last one is wanted
         pass
     return found
+
+
+def _clause_end(text: str, min_chars: int) -> int:
+    """Where `text` can be cut after its last clause boundary, if the part before holds at least
+    `min_chars` characters once normalised; else 0. Normalising a longer prefix never gives a
+    shorter string, so when the last boundary falls short every earlier one does too."""
+    last = _last_match(CLAUSE_BREAK, text)
+    if last is not None and len(normalise(text[: last.end()])) >= min_chars:
+        return last.end()
+    return 0
 
 
 class TextStream:
@@ -104,7 +109,7 @@ class TextStream:
 
     def _settled(self) -> int:
         """Length of the buffer's prefix that ends at whitespace (0 if there is none)."""
-        last = _last_match(_WHITESPACE, self._buffer)
+        last = _last_match(WORD_BREAK, self._buffer)
         return last.end() if last is not None else 0
 
     def _release(self, now: float) -> list[str]:
@@ -117,21 +122,18 @@ class TextStream:
                       for unit in split_text(part, self.max_chars)]
         # 2. A clause of a long or slow sentence.
         settled = self._settled()
-        size = len(_normalise(self._buffer[:settled]))
+        size = len(normalise(self._buffer[:settled]))
         overdue = self._since is not None and now - self._since >= self.clause_after_s
         if size and (size >= self.clause_chars or overdue):
-            cut = 0
-            for match in CLAUSE_BREAK.finditer(self._buffer, 0, settled):
-                if len(_normalise(self._buffer[:match.end()])) >= self.min_clause_chars:
-                    cut = match.end()
+            cut = _clause_end(self._buffer[:settled], self.min_clause_chars)
             if cut:
                 units += split_text(self._take(cut, now), self.max_chars)
         # 3. A sentence that outgrew max_chars without a clause boundary.
         while True:
             settled = self._settled()
-            if len(_normalise(self._buffer[:settled])) > self.max_chars:
+            if len(normalise(self._buffer[:settled])) > self.max_chars:
                 first = split_text(self._buffer[:settled], self.max_chars)[0]
-                units.append(_normalise(self._take(self._raw_end(first), now)))
+                units.append(normalise(self._take(self._raw_end(first), now)))
             elif settled == 0 and len(self._buffer) > self.max_chars:
                 units.append(self._take(self.max_chars, now))  # one endless word: cut hard
             else:

@@ -113,3 +113,21 @@ def test_importing_the_codec_loads_no_torch_onnxruntime_ffmpeg_or_web_framework(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd()
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_both_graphs_take_only_same_padded_convolutions():
+    """The step graph streams and the head graph crops a convolution only when output i is
+    centred on input i (stride 1, padding as far as the kernel reaches); others are refused."""
+    from torch import nn
+
+    from runtime.codec.head_graph import _inputs_needed
+    from runtime.codec.stream_graph import _convert
+
+    same = nn.Conv1d(2, 2, kernel_size=7, dilation=3, padding=9)
+    assert _inputs_needed(same, 10) == 19 and len(_convert(same)) == 1
+    for other in (nn.Conv1d(2, 2, kernel_size=7, padding=2),
+                  nn.Conv1d(2, 2, kernel_size=7, padding=3, stride=2)):
+        with pytest.raises(ValueError, match="cannot stream"):
+            _convert(other)
+        with pytest.raises(ValueError, match="'same'-padded"):
+            _inputs_needed(other, 10)

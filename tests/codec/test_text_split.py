@@ -117,6 +117,17 @@ def test_a_segment_known_to_go_on_is_not_held_back():
     assert SegmentJoiner(crossfade_ms=20).push(head).size == 512 - 480
 
 
+def test_a_cut_short_segment_fades_its_held_tail_to_silence():
+    """`end_segment(fade_out=True)`: the last crossfade's worth of samples ramp linearly down
+    (sample i of n scaled by 1 - (i + 0.5) / n), and only those."""
+    joiner = SegmentJoiner(crossfade_ms=20)  # 480 samples
+    level = 9600  # ramps exactly through 9590, 9570, ..., 10 (no rounding ties)
+    pcm = np.concatenate([joiner.push(np.full(2048, level, np.int16)),
+                          joiner.end_segment(fade_out=True), joiner.finish()])
+    assert pcm.size == 2048 and np.all(pcm[: 2048 - 480] == level)
+    assert np.array_equal(pcm[2048 - 480 :], np.arange(9590, 0, -20))
+
+
 def test_orpheus_segments_lose_exactly_one_crossfade_per_join():
     joiner = SegmentJoiner(crossfade_ms=20)  # 480 samples
     segments = [np.full(2048 * k, 1000 * k, dtype=np.int16) for k in (1, 3, 2)]

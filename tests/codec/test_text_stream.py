@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.codec.text_stream import TextStream
+from runtime.codec.text_split import CLAUSE_BREAK, normalise
+from runtime.codec.text_stream import TextStream, _clause_end
 
 
 def feed_words(stream: TextStream, text: str, *, every_s: float = 0.05) -> list[tuple[int, str]]:
@@ -104,3 +105,22 @@ def test_nothing_is_lost_or_added_and_units_fit(pieces, gaps, max_chars):
         assert unit and unit == " ".join(unit.split())
         assert len(unit) <= max_chars
     assert stream.pending == 0 and stream.deadline() is None
+
+
+def _clause_end_by_scan(buffer: str, settled: int, min_chars: int) -> int:
+    """The rule-2 cut as TextStream first computed it: every clause boundary before `settled`
+    checked in turn (quadratic in the buffer), the last one that qualifies kept."""
+    cut = 0
+    for match in CLAUSE_BREAK.finditer(buffer, 0, settled):
+        if len(normalise(buffer[: match.end()])) >= min_chars:
+            cut = match.end()
+    return cut
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("ab .,;:!\n\t\u00a0\u2014\u2013\"")),
+                    max_size=60),
+       settled=st.integers(0, 60), min_chars=st.integers(0, 30))
+def test_the_clause_cut_from_the_last_boundary_equals_the_scan_of_all(text, settled, min_chars):
+    settled = min(settled, len(text))
+    assert _clause_end(text[:settled], min_chars) == _clause_end_by_scan(text, settled, min_chars)
