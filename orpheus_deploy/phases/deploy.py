@@ -35,6 +35,7 @@ from orpheus_deploy.resources.run_iam import backend_invokers
 if TYPE_CHECKING:
     from orpheus_deploy.config import Settings
     from orpheus_deploy.gcp import Cloud
+    from orpheus_deploy.secret_file import SecretFile
     from orpheus_deploy.ui import UI
 
 
@@ -178,7 +179,8 @@ class PipelineOptions:
     force_build: bool = False
     run_test: bool = True
     test_key: str | None = None
-    api_key_file: Path | None = None  # where a generated key is written (never printed)
+    # Where a generated key is written (never printed): opened by the command, before any change.
+    api_key_file: SecretFile | None = None
 
 
 @dataclass
@@ -203,10 +205,15 @@ def deploy_all(settings: Settings, cloud: Cloud, ui: UI, options: PipelineOption
     from orpheus_deploy.phases import build as build_phase
     from orpheus_deploy.phases.setup import KeySource, run_setup
 
-    cloud.ensure_credentials()
-    settings.require_project()
     out = PipelineReport()
-    out.doctor = _preflight(settings, cloud, ui)
+    try:
+        cloud.ensure_credentials()
+        settings.require_project()
+        out.doctor = _preflight(settings, cloud, ui)
+    except BaseException:
+        if options.api_key_file is not None:
+            options.api_key_file.discard()  # no key was made: no empty file left behind
+        raise
     out.phases.append(run_setup(settings, ui, options.api_key or KeySource.generate(),
                                 cloud=cloud, key_file=options.api_key_file))
     if options.model_path is not None:
