@@ -139,11 +139,14 @@ def key_retrieval_hint(settings: Settings) -> str:
 
 
 def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = False,
-              cloud: Cloud | None = None, key_file: SecretFile | None = None) -> PhaseReport:
+              cloud: Cloud | None = None, key_file: SecretFile | None = None,
+              apis_enabled_now: bool = False) -> PhaseReport:
     """Reconcile setup's resources. ``key_file`` (opened by the command, before any change)
-    receives a key generated here and is removed again when none was, or on failure."""
+    receives a key generated here and is removed again when none was, or on failure.
+    ``apis_enabled_now``: the caller enabled APIs moments ago (deploy --all's preflight), so
+    the calls here wait out their propagation as after enabling them here."""
     try:
-        report = _reconcile_setup(settings, ui, key, rotate_key, cloud)
+        report = _reconcile_setup(settings, ui, key, rotate_key, cloud, apis_enabled_now)
     except BaseException:
         if key_file is not None:
             key_file.discard()
@@ -170,12 +173,11 @@ def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = Fal
 
 
 def _reconcile_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool,
-                     cloud: Cloud | None) -> PhaseReport:
+                     cloud: Cloud | None, apis_enabled_now: bool) -> PhaseReport:
     cloud = cloud or Cloud(settings)
     cloud.ensure_credentials()
     settings.require_project()
     report = PhaseReport("setup")
-    apis_enabled_now = False
     for resource in setup_resources(settings):
         with ui.spinner(f"{resource.key}") as progress:
             cloud.progress = progress
