@@ -188,7 +188,7 @@ def frontend_limits(settings: Settings, live: Any) -> dict[str, Any]:
 def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> PhaseReport:
     from orpheus_deploy.phases.deploy import backend_resources, frontend_resources
     from orpheus_deploy.phases.setup import setup_resources
-    from orpheus_deploy.resources.bucket import ModelBucket
+    from orpheus_deploy.resources.bucket import BuildBucket, ModelBucket
     from orpheus_deploy.state import load_state, save_state
 
     cloud.ensure_credentials()
@@ -215,7 +215,9 @@ def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> Pha
             continue
         deleted = resource.delete(cloud)
         report.results.append(Result(resource.key, DELETE if deleted else ABSENT))
-    report.results.append(_delete_build_bucket(settings, cloud))
+    build_bucket = BuildBucket(settings)  # not in the ordered list: `orpheus build` makes it
+    report.results.append(Result(build_bucket.key,
+                                 DELETE if build_bucket.delete(cloud) else ABSENT))
     if not delete_model:
         # The images went with the registry: forget their digests so the next deploy rebuilds.
         save_state(cloud, settings, dataclasses.replace(
@@ -224,21 +226,3 @@ def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> Pha
         report.messages.append(f"Kept gs://{settings.names.bucket} (the model and the "
                                "deployment state); `destroy --delete-model` removes it too.")
     return report
-
-
-def _delete_build_bucket(settings: Settings, cloud: Cloud) -> Result:
-    from google.api_core import exceptions
-
-    from orpheus_deploy.gcp import translated
-
-    name = settings.names.build_bucket
-    with translated(f"delete the build bucket {name}", settings.project):
-        try:
-            bucket = cloud.storage().get_bucket(name)
-        except exceptions.NotFound:
-            return Result(f"bucket/{name}", ABSENT)
-        for blob in list(cloud.storage().list_blobs(name)):
-            blob.delete()
-        bucket.delete()
-    return Result(f"bucket/{name}", DELETE)
-
