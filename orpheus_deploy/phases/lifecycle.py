@@ -24,6 +24,7 @@ from orpheus_deploy.resources.cloudrun import (
     BackendService,
     CloudRunService,
     FrontendService,
+    container_env,
     service_status,
 )
 
@@ -159,29 +160,17 @@ def storage_cost(settings: Settings, cloud: Cloud) -> Any:
         return StorageCost(bucket_bytes(n.bucket), bucket_bytes(n.build_bucket), registry)
 
 
-# The frontend's environment variables behind each limit `orpheus status` shows.
-LIMIT_VARIABLES = {
-    "key_max_streams": "ORPHEUS_KEY_MAX_STREAMS",
-    "key_requests_per_minute": "ORPHEUS_KEY_REQUESTS_PER_MINUTE",
-    "backend_slots": "ORPHEUS_BACKEND_SLOTS",
-    "queue_size": "ORPHEUS_QUEUE_SIZE",
-    "queue_timeout_s": "ORPHEUS_QUEUE_TIMEOUT",
-    "request_timeout_s": "ORPHEUS_REQUEST_TIMEOUT",
-}
-
-
 def frontend_limits(settings: Settings, live: Any) -> dict[str, Any]:
     """The limits the deployed frontend runs with (its environment), or the configured ones
     when it is not deployed (or predates them)."""
-    from orpheus_deploy.specs import frontend_limits_env
+    from orpheus_deploy.specs import FRONTEND_LIMIT_VARIABLES, frontend_limits_env
 
-    env = {}
-    if live is not None and live.template.containers:
-        env = {e.name: e.value for e in live.template.containers[0].env if e.value}
-    source = "deployed" if all(v in env for v in LIMIT_VARIABLES.values()) else "configured"
+    env = container_env(live)
+    source = ("deployed" if all(v in env for v in FRONTEND_LIMIT_VARIABLES.values())
+              else "configured")
     if source == "configured":
         env = frontend_limits_env(settings)
-    values: dict[str, Any] = {k: int(float(env[v])) for k, v in LIMIT_VARIABLES.items()}
+    values: dict[str, Any] = {k: int(float(env[v])) for k, v in FRONTEND_LIMIT_VARIABLES.items()}
     return values | {"source": source, "per": "frontend instance"}
 
 
