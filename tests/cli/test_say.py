@@ -229,6 +229,29 @@ def test_a_player_that_fails_is_reported_and_the_file_is_kept(
     assert wav_samples(out.read_bytes(), streaming=False).size == FRAMES * SAMPLES_PER_FRAME
 
 
+def test_a_player_that_reads_only_files_gets_a_sealed_wav(tmp_path: Path) -> None:
+    """pw-play and afplay read a file, not stdin: they get the finished file, its sizes sealed
+    (a streamed WAV's are placeholders). `cp` stands in for such a player: what it copies is
+    what a player would read."""
+    import numpy as np
+
+    from orpheus_deploy.audio_out import Player, PlayerOutput
+    from runtime.codec.encoders import wav_header
+
+    cp = shutil.which("cp")
+    assert cp is not None
+    played, scratch = tmp_path / "played.wav", tmp_path / "scratch.wav"
+    out = PlayerOutput(Player("cp", ("{file}", str(played)), frozenset({"wav"})), cp, scratch,
+                       "wav")
+    samples = (np.arange(4800) % 200 - 100).astype("<i2").tobytes()
+    for chunk in (wav_header(SAMPLE_RATE), samples[:3000], samples[3000:]):
+        out.write(chunk)
+    out.finish()
+    with wave.open(str(played)) as wav:
+        assert wav.getnframes() == 4800 and wav.readframes(4800) == samples
+    assert sorted(tmp_path.iterdir()) == [played]  # no scratch file left
+
+
 def test_a_refused_key_from_the_secret_points_at_the_frontend() -> None:
     """The key read from Secret Manager is the secret's latest version; the frontend took its
     key when it started, so after a rotation without a redeploy the two differ."""
