@@ -146,11 +146,14 @@ def _refused(status: int, body: bytes, result: SayResult, key_from_secret: bool
     message, _code = error_of(body)
     url = result.url
     if status == 401:
-        if key_from_secret:
-            hint = ("the frontend runs with another key than the secret's latest version: "
-                    "`orpheus deploy-frontend` picks the secret up again")
-        else:
-            hint = "pass the key `orpheus setup` printed, or omit --key to read it from the secret"
+        # The running frontend re-reads the secret's keys every api_key_refresh_s: a key
+        # revoked is refused from then on, one just created is accepted only from then on.
+        hint = ("the key may have been revoked, or be newer than the frontend's last re-read "
+                "of its keys (every api_key_refresh_s, 30 s by default): see `orpheus keys "
+                "list`; `orpheus keys create NAME` makes a new one")
+        if not key_from_secret:
+            hint = ("pass a key that `orpheus setup` or `orpheus keys create` printed, or omit "
+                    f"--key to read it from the secret; {hint}")
         return SpeechFailed(f"{url} refused the API key ({status}: {message})", hint, EXIT_AUTH)
     if status in (400, 413, 422):
         return InputError(f"{url} refused the request ({status}: {message})")
