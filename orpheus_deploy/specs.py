@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from orpheus_deploy.config import Settings
+from orpheus_deploy.config import FRONTEND_TIMEOUT_MARGIN_S, Settings
 from orpheus_deploy.models import DEFAULT_MODEL_NAME, backend_model_files_env, frontend_models_env
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,7 +167,7 @@ def backend_service_spec(settings: Settings, image: str, model_object: str,
 
 def frontend_timeout_s(settings: Settings) -> int:
     """Cloud Run's request timeout for the frontend (at least a minute past a backend call's)."""
-    return max(settings.api_timeout_s + 60, settings.frontend_timeout_s)
+    return max(settings.api_timeout_s + FRONTEND_TIMEOUT_MARGIN_S, settings.frontend_timeout_s)
 
 
 # The frontend's fair-use limits (runtime/frontend/limits.py), by the name `orpheus status`
