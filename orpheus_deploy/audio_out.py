@@ -6,7 +6,8 @@
   the file is a plain WAV that any reader accepts.
 - `StdoutOutput` writes each chunk through to stdout (for piping).
 - `PlayerOutput` feeds a player's stdin from a thread, so the download never waits for playback;
-  players that only read files get the finished file.
+  players that only read files get the finished file (a `FileOutput` into a scratch file, so a
+  WAV's sizes are sealed before the player reads them).
 
 `find_player(fmt)` picks the first player on the PATH that can play ``fmt``.
 """
@@ -140,14 +141,14 @@ class PlayerFailed(OrpheusError):
 class PlayerOutput:
     """Plays the audio through ``player``; stdin players start with the first chunk."""
 
-    def __init__(self, player: Player, executable: str, scratch: Path) -> None:
+    def __init__(self, player: Player, executable: str, scratch: Path, fmt: str) -> None:
         self.player = player
         self.executable = executable
         self.scratch = scratch  # the file for players that read only files
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._process: subprocess.Popen[bytes] | None = None
         self._feeder: threading.Thread | None = None
-        self._file: BinaryIO | None = None
+        self._file = None if player.reads_stdin else FileOutput(scratch, fmt)
         self._broken = False
         self._stderr: BinaryIO | Any = None
 
@@ -158,9 +159,7 @@ class PlayerOutput:
                                 stderr=self._stderr)
 
     def write(self, chunk: bytes) -> None:
-        if not self.player.reads_stdin:
-            if self._file is None:
-                self._file = self.scratch.open("wb")
+        if self._file is not None:
             self._file.write(chunk)
             return
         if self._process is None:
@@ -184,10 +183,10 @@ class PlayerOutput:
             stdin.close()
 
     def finish(self) -> None:
-        if not self.player.reads_stdin:
-            if self._file is None:
+        if self._file is not None:
+            self._file.finish()  # sealed and in place, or nothing when no audio came
+            if not self.scratch.exists():
                 return
-            self._file.close()
             argv = [self.executable, *(a.replace("{file}", str(self.scratch))
                                        for a in self.player.args)]
             self._process = self._start(argv, None)
@@ -218,7 +217,7 @@ class PlayerOutput:
                 self._process.kill()
                 self._process.wait()
         if self._file is not None:
-            self._file.close()
+            self._file.abort()
         if self._stderr is not None:
             self._stderr.close()
         self.scratch.unlink(missing_ok=True)

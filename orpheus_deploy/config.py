@@ -282,6 +282,41 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
         ) from None
 
 
+# Cloud Run's longest request timeout (cloud.google.com/run/docs/configuring/request-timeout),
+# and how much longer than a backend call the frontend's is (specs.frontend_timeout_s).
+CLOUD_RUN_MAX_TIMEOUT_S = 3600
+FRONTEND_TIMEOUT_MARGIN_S = 60
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A range of accepted numbers: ``low`` (excluded when ``low_open``) up to ``high``."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+
+# The generation defaults the frontend refuses at start-up (the Field bounds of
+# runtime/frontend/settings.py; tests/cli/test_config.py checks that both agree): refused here
+# first, so that `plan` and `deploy` never roll out a frontend revision that cannot start.
+FRONTEND_SAMPLING_BOUNDS = {
+    "temperature": Bounds(0.0, 2.0),
+    "top_p": Bounds(0.0, 1.0, low_open=True),
+    "repetition_penalty": Bounds(0.0, 3.0, low_open=True),
+    "max_tokens": Bounds(7),  # one audio frame is 7 tokens
+}
+
+
 def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"Invalid {key} {values[key]!r} (from {sources.get(key, 'default')})",
@@ -297,7 +332,7 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise bad("image_tag", "a docker tag is letters, digits, '_', '.', '-'")
     for key in ("gpu_count", "backend_max_instances", "backend_concurrency", "n_parallel",
                 "n_ctx", "backend_timeout_s", "frontend_max_instances", "frontend_concurrency",
-                "max_tokens", "api_timeout_s", "models_max"):
+                "api_timeout_s", "models_max"):
         if values[key] < 1:
             raise bad(key, "must be at least 1")
     for key in ("backend_min_instances", "frontend_min_instances", "n_gpu_layers",
@@ -307,9 +342,17 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             raise bad(key, "must not be negative")
     if values["queue_timeout_s"] < 1:
         raise bad("queue_timeout_s", "must be at least 1")
-    if not 1 <= values["frontend_timeout_s"] <= 3600:
-        # https://cloud.google.com/run/docs/configuring/request-timeout: at most 60 minutes.
-        raise bad("frontend_timeout_s", "Cloud Run's request timeout is 1 to 3600 seconds")
+    if not 1 <= values["frontend_timeout_s"] <= CLOUD_RUN_MAX_TIMEOUT_S:
+        raise bad("frontend_timeout_s", "Cloud Run's request timeout is 1 to "
+                                        f"{CLOUD_RUN_MAX_TIMEOUT_S} seconds")
+    if values["api_timeout_s"] + FRONTEND_TIMEOUT_MARGIN_S > CLOUD_RUN_MAX_TIMEOUT_S:
+        most = CLOUD_RUN_MAX_TIMEOUT_S - FRONTEND_TIMEOUT_MARGIN_S
+        raise bad("api_timeout_s", f"the frontend's Cloud Run request timeout is at least "
+                                   f"api_timeout_s + {FRONTEND_TIMEOUT_MARGIN_S} s, and Cloud Run "
+                                   f"allows at most {CLOUD_RUN_MAX_TIMEOUT_S}: use at most {most}")
+    for key, bounds in FRONTEND_SAMPLING_BOUNDS.items():
+        if values[key] not in bounds:
+            raise bad(key, f"the frontend accepts {bounds} (it would refuse to start)")
     if values["backend_min_instances"] > values["backend_max_instances"]:
         raise bad("backend_min_instances", "must not exceed backend_max_instances")
     if values["frontend_min_instances"] > values["frontend_max_instances"]:

@@ -48,11 +48,12 @@ _SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("queue_timeout_s", "longest wait for a slot before a 503"),
     ]),
     ("Generation defaults", [
-        ("temperature", ""),
-        ("top_p", ""),
-        ("repetition_penalty", ""),
-        ("max_tokens", ""),
-        ("api_timeout_s", "frontend timeout for one backend call, seconds"),
+        ("temperature", "0 to 2 (the frontend refuses other values)"),
+        ("top_p", "above 0, at most 1"),
+        ("repetition_penalty", "above 0, at most 3"),
+        ("max_tokens", "at least 7 (one audio frame)"),
+        ("api_timeout_s", "frontend timeout for one backend call, seconds; at most 3540 (the "
+                          "frontend's request timeout is this + 60)"),
     ]),
 ]
 

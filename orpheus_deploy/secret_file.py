@@ -27,6 +27,10 @@ class SecretFile:
         except FileExistsError:
             raise InputError(f"{path} already exists", "name a new file: the key is never "
                                                        "written over another file") from None
+        except FileNotFoundError:
+            raise InputError(f"Cannot create {path}: the directory {path.parent} does not "
+                             "exist", "create it first, or name a file in an existing "
+                                      "directory") from None
         except OSError as exc:
             raise InputError(f"Cannot create {path}: {exc.strerror}",
                              "name a file in a directory you can write to") from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from orpheus_deploy.config import Settings
+from orpheus_deploy.config import FRONTEND_TIMEOUT_MARGIN_S, Settings
 from orpheus_deploy.models import DEFAULT_MODEL_NAME, backend_model_files_env, frontend_models_env
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,20 +167,33 @@ def backend_service_spec(settings: Settings, image: str, model_object: str,
 
 def frontend_timeout_s(settings: Settings) -> int:
     """Cloud Run's request timeout for the frontend (at least a minute past a backend call's)."""
-    return max(settings.api_timeout_s + 60, settings.frontend_timeout_s)
+    return max(settings.api_timeout_s + FRONTEND_TIMEOUT_MARGIN_S, settings.frontend_timeout_s)
+
+
+# The frontend's fair-use limits (runtime/frontend/limits.py), by the name `orpheus status`
+# shows, and the environment variable that carries each.
+FRONTEND_LIMIT_VARIABLES = {
+    "key_max_streams": "ORPHEUS_KEY_MAX_STREAMS",
+    "key_requests_per_minute": "ORPHEUS_KEY_REQUESTS_PER_MINUTE",
+    "backend_slots": "ORPHEUS_BACKEND_SLOTS",
+    "queue_size": "ORPHEUS_QUEUE_SIZE",
+    "queue_timeout_s": "ORPHEUS_QUEUE_TIMEOUT",
+    "request_timeout_s": "ORPHEUS_REQUEST_TIMEOUT",
+}
 
 
 def frontend_limits_env(settings: Settings) -> dict[str, str]:
-    """The frontend's fair-use settings (runtime/frontend/limits.py). Its backend slot budget is
-    the backend's whole capacity: llama-server's parallel slots on every instance."""
-    return {
-        "ORPHEUS_KEY_MAX_STREAMS": str(settings.key_max_streams),
-        "ORPHEUS_KEY_REQUESTS_PER_MINUTE": str(settings.key_requests_per_minute),
-        "ORPHEUS_BACKEND_SLOTS": str(settings.n_parallel * settings.backend_max_instances),
-        "ORPHEUS_QUEUE_SIZE": str(settings.queue_size),
-        "ORPHEUS_QUEUE_TIMEOUT": str(settings.queue_timeout_s),
-        "ORPHEUS_REQUEST_TIMEOUT": str(frontend_timeout_s(settings)),
+    """The frontend's fair-use settings. Its backend slot budget is the backend's whole
+    capacity: llama-server's parallel slots on every instance."""
+    values = {
+        "key_max_streams": settings.key_max_streams,
+        "key_requests_per_minute": settings.key_requests_per_minute,
+        "backend_slots": settings.n_parallel * settings.backend_max_instances,
+        "queue_size": settings.queue_size,
+        "queue_timeout_s": settings.queue_timeout_s,
+        "request_timeout_s": frontend_timeout_s(settings),
     }
+    return {FRONTEND_LIMIT_VARIABLES[k]: str(v) for k, v in values.items()}
 
 
 def frontend_service_spec(settings: Settings, image: str, backend_uri: str,

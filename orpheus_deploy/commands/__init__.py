@@ -8,7 +8,6 @@ flags), :func:`service_endpoint` (the frontend's URL and key, given or read from
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -37,15 +36,6 @@ def settings_for(ctx: typer.Context, **overrides: Any) -> Settings:
     from orpheus_deploy.config import load_settings
 
     return load_settings(options(ctx), **overrides)
-
-
-def check_key_file(path: Path | None) -> None:
-    """--api-key-file must name a file in an existing directory (checked before any work)."""
-    from orpheus_deploy.errors import InputError
-
-    if path is not None and not path.parent.is_dir():
-        raise InputError(f"--api-key-file {path}: the directory {path.parent} does not exist",
-                         "create it first, or name a file in an existing directory")
 
 
 def not_implemented(command: str) -> None:

@@ -30,8 +30,9 @@ def deploy(
     no_test: Annotated[bool, typer.Option(
         "--no-test", help="Skip the smoke test at the end.")] = False,
     api_key_file: Annotated[Path | None, typer.Option(
-        "--api-key-file", help="Write a newly generated API key to this file (mode 0600) "
-        "instead of printing it.", dir_okay=False, show_default=False)] = None,
+        "--api-key-file", help="Write a newly generated API key to this new file (mode 0600) "
+        "instead of printing it; an existing file is refused.", dir_okay=False,
+        show_default=False)] = None,
 ) -> None:
     """Deploy both services (with --all: the whole pipeline from an empty project)."""
     from orpheus_deploy.gcp import Cloud, credentials_available
@@ -52,12 +53,11 @@ def deploy(
     if not credentials_available():
         _dry_run(ctx, ui, model)
         return
-    from orpheus_deploy.commands import check_key_file
     from orpheus_deploy.phases.deploy import PipelineOptions, deploy_all
     from orpheus_deploy.phases.setup import KeySource
+    from orpheus_deploy.secret_file import SecretFile
 
     settings = settings_for(ctx)
-    check_key_file(api_key_file)
     key = None
     if api_key == "-":
         key = KeySource.from_stdin(sys.stdin)
@@ -67,10 +67,13 @@ def deploy(
     from orpheus_deploy.phases.build import BuildFailed
 
     nested = _nested_ui(ui)
+    cloud = Cloud(settings)
+    # Opened before the first change in the cloud (see `setup`); deploy_all writes or removes it.
+    key_file = SecretFile(api_key_file) if api_key_file is not None else None
     try:
-        result = deploy_all(settings, Cloud(settings), nested, PipelineOptions(
+        result = deploy_all(settings, cloud, nested, PipelineOptions(
             model_path=model, api_key=key, force_build=force_build, run_test=not no_test,
-            api_key_file=api_key_file))
+            api_key_file=key_file))
     except BuildFailed as exc:
         if ui.json_mode:  # the log was not streamed: show the failing step's tail on stderr
             show_log_tail(ui, exc)

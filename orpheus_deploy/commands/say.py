@@ -99,7 +99,7 @@ def say(
         outputs.append(StdoutOutput())
     if player is not None:
         scratch = Path(tempfile.gettempdir()) / f"orpheus-say-{secrets.token_hex(6)}.{fmt}"
-        outputs.append(PlayerOutput(player[0], player[1], scratch))
+        outputs.append(PlayerOutput(player[0], player[1], scratch, fmt))
 
     def write(chunk: bytes) -> None:
         for out in outputs:

@@ -19,8 +19,9 @@ def setup(
     rotate_key: Annotated[bool, typer.Option(
         "--rotate-key", help="Add a new version to an existing API-key secret.")] = False,
     api_key_file: Annotated[Path | None, typer.Option(
-        "--api-key-file", help="Write a newly generated API key to this file (mode 0600) "
-        "instead of printing it.", dir_okay=False, show_default=False)] = None,
+        "--api-key-file", help="Write a newly generated API key to this new file (mode 0600) "
+        "instead of printing it; an existing file is refused.", dir_okay=False,
+        show_default=False)] = None,
 ) -> None:
     """Prepare the project (APIs, bucket, secret, ...).
 
@@ -29,12 +30,11 @@ def setup(
     generated here is shown once on a terminal; never with --json or in CI (CI=true), where
     --api-key-file or Secret Manager is the way to get it.
     """
-    from orpheus_deploy.commands import check_key_file
     from orpheus_deploy.phases.setup import KeySource, run_setup
+    from orpheus_deploy.secret_file import SecretFile
 
     ui = ui_for(ctx)
     settings = settings_for(ctx)
-    check_key_file(api_key_file)
     if api_key == "-":
         source = KeySource.from_stdin(sys.stdin)
     elif api_key is not None:
@@ -43,7 +43,10 @@ def setup(
         source = KeySource.from_stdin(sys.stdin, required=False)
     else:
         source = KeySource.generate()
-    run_setup(settings, ui, source, rotate_key=rotate_key, key_file=api_key_file)
+    # Created (empty, 0600, never over an existing file) before any change in the cloud, so a
+    # bad path fails before a key exists; run_setup writes or removes it.
+    key_file = SecretFile(api_key_file) if api_key_file is not None else None
+    run_setup(settings, ui, source, rotate_key=rotate_key, key_file=key_file)
 
 
 def _stdin_has_data() -> bool:

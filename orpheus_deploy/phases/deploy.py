@@ -35,6 +35,7 @@ from orpheus_deploy.resources.run_iam import backend_invokers
 if TYPE_CHECKING:
     from orpheus_deploy.config import Settings
     from orpheus_deploy.gcp import Cloud
+    from orpheus_deploy.secret_file import SecretFile
     from orpheus_deploy.ui import UI
 
 
@@ -178,7 +179,8 @@ class PipelineOptions:
     force_build: bool = False
     run_test: bool = True
     test_key: str | None = None
-    api_key_file: Path | None = None  # where a generated key is written (never printed)
+    # Where a generated key is written (never printed): opened by the command, before any change.
+    api_key_file: SecretFile | None = None
 
 
 @dataclass
@@ -203,12 +205,19 @@ def deploy_all(settings: Settings, cloud: Cloud, ui: UI, options: PipelineOption
     from orpheus_deploy.phases import build as build_phase
     from orpheus_deploy.phases.setup import KeySource, run_setup
 
-    cloud.ensure_credentials()
-    settings.require_project()
     out = PipelineReport()
-    out.doctor = _preflight(settings, cloud, ui)
+    try:
+        cloud.ensure_credentials()
+        settings.require_project()
+        out.doctor, apis_enabled_now = _preflight(settings, cloud, ui)
+    except BaseException:
+        if options.api_key_file is not None:
+            options.api_key_file.discard()  # no key was made: no empty file left behind
+        raise
+    # Setup finds the APIs enabled (by the preflight) and must still wait out their propagation.
     out.phases.append(run_setup(settings, ui, options.api_key or KeySource.generate(),
-                                cloud=cloud, key_file=options.api_key_file))
+                                cloud=cloud, key_file=options.api_key_file,
+                                apis_enabled_now=apis_enabled_now))
     if options.model_path is not None:
         out.phases.append(_upload_model(settings, cloud, ui, options.model_path))
     elif not _state(settings, cloud).model_object:
@@ -246,17 +255,18 @@ def deploy_all(settings: Settings, cloud: Cloud, ui: UI, options: PipelineOption
     return out
 
 
-def _preflight(settings: Settings, cloud: Cloud, ui: UI) -> Any:
+def _preflight(settings: Settings, cloud: Cloud, ui: UI) -> tuple[Any, bool]:
     """`orpheus doctor` before anything slow or billable: the APIs it reads are enabled first
     (setup's first step, idempotent), then a failing check stops the pipeline here, before the
-    model upload and the image build."""
+    model upload and the image build. Returns the doctor's report and whether APIs were
+    enabled just now."""
     from orpheus_deploy.phases.doctor import DoctorFailed, run_doctor
     from orpheus_deploy.resources.apis import Apis
 
     with ui.spinner("apis/required") as progress:
         cloud.progress = progress
         try:
-            reconcile(Apis(settings), cloud)
+            enabled = reconcile(Apis(settings), cloud).action != UNCHANGED
         finally:
             cloud.progress = None
     report = run_doctor(settings, cloud)
@@ -266,7 +276,7 @@ def _preflight(settings: Settings, cloud: Cloud, ui: UI) -> Any:
         render(ui, report)
     if not report.ok:
         raise DoctorFailed(report)
-    return report
+    return report, enabled
 
 
 def _upload_model(settings: Settings, cloud: Cloud, ui: UI, path: Path) -> PhaseReport:

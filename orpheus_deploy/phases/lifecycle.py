@@ -24,6 +24,7 @@ from orpheus_deploy.resources.cloudrun import (
     BackendService,
     CloudRunService,
     FrontendService,
+    container_env,
     service_status,
 )
 
@@ -159,36 +160,24 @@ def storage_cost(settings: Settings, cloud: Cloud) -> Any:
         return StorageCost(bucket_bytes(n.bucket), bucket_bytes(n.build_bucket), registry)
 
 
-# The frontend's environment variables behind each limit `orpheus status` shows.
-LIMIT_VARIABLES = {
-    "key_max_streams": "ORPHEUS_KEY_MAX_STREAMS",
-    "key_requests_per_minute": "ORPHEUS_KEY_REQUESTS_PER_MINUTE",
-    "backend_slots": "ORPHEUS_BACKEND_SLOTS",
-    "queue_size": "ORPHEUS_QUEUE_SIZE",
-    "queue_timeout_s": "ORPHEUS_QUEUE_TIMEOUT",
-    "request_timeout_s": "ORPHEUS_REQUEST_TIMEOUT",
-}
-
-
 def frontend_limits(settings: Settings, live: Any) -> dict[str, Any]:
     """The limits the deployed frontend runs with (its environment), or the configured ones
     when it is not deployed (or predates them)."""
-    from orpheus_deploy.specs import frontend_limits_env
+    from orpheus_deploy.specs import FRONTEND_LIMIT_VARIABLES, frontend_limits_env
 
-    env = {}
-    if live is not None and live.template.containers:
-        env = {e.name: e.value for e in live.template.containers[0].env if e.value}
-    source = "deployed" if all(v in env for v in LIMIT_VARIABLES.values()) else "configured"
+    env = container_env(live)
+    source = ("deployed" if all(v in env for v in FRONTEND_LIMIT_VARIABLES.values())
+              else "configured")
     if source == "configured":
         env = frontend_limits_env(settings)
-    values: dict[str, Any] = {k: int(float(env[v])) for k, v in LIMIT_VARIABLES.items()}
+    values: dict[str, Any] = {k: int(float(env[v])) for k, v in FRONTEND_LIMIT_VARIABLES.items()}
     return values | {"source": source, "per": "frontend instance"}
 
 
 def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> PhaseReport:
     from orpheus_deploy.phases.deploy import backend_resources, frontend_resources
     from orpheus_deploy.phases.setup import setup_resources
-    from orpheus_deploy.resources.bucket import ModelBucket
+    from orpheus_deploy.resources.bucket import BuildBucket, ModelBucket
     from orpheus_deploy.state import load_state, save_state
 
     cloud.ensure_credentials()
@@ -215,7 +204,9 @@ def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> Pha
             continue
         deleted = resource.delete(cloud)
         report.results.append(Result(resource.key, DELETE if deleted else ABSENT))
-    report.results.append(_delete_build_bucket(settings, cloud))
+    build_bucket = BuildBucket(settings)  # not in the ordered list: `orpheus build` makes it
+    report.results.append(Result(build_bucket.key,
+                                 DELETE if build_bucket.delete(cloud) else ABSENT))
     if not delete_model:
         # The images went with the registry: forget their digests so the next deploy rebuilds.
         save_state(cloud, settings, dataclasses.replace(
@@ -224,21 +215,3 @@ def destroy(settings: Settings, cloud: Cloud, delete_model: bool = False) -> Pha
         report.messages.append(f"Kept gs://{settings.names.bucket} (the model and the "
                                "deployment state); `destroy --delete-model` removes it too.")
     return report
-
-
-def _delete_build_bucket(settings: Settings, cloud: Cloud) -> Result:
-    from google.api_core import exceptions
-
-    from orpheus_deploy.gcp import translated
-
-    name = settings.names.build_bucket
-    with translated(f"delete the build bucket {name}", settings.project):
-        try:
-            bucket = cloud.storage().get_bucket(name)
-        except exceptions.NotFound:
-            return Result(f"bucket/{name}", ABSENT)
-        for blob in list(cloud.storage().list_blobs(name)):
-            blob.delete()
-        bucket.delete()
-    return Result(f"bucket/{name}", DELETE)
-

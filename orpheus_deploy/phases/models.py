@@ -37,6 +37,7 @@ from orpheus_deploy.resources.base import (
     PhaseReport,
     Result,
 )
+from orpheus_deploy.resources.cloudrun import container_env
 
 if TYPE_CHECKING:
     from orpheus_deploy.config import Settings
@@ -49,15 +50,9 @@ UNKNOWN = "unknown"
 
 
 # -- plan ----------------------------------------------------------------------------------------
-def _env(service: Any) -> dict[str, str]:
-    if service is None or not service.template.containers:
-        return {}
-    return {e.name: e.value for e in service.template.containers[0].env}
-
-
 def deployed_models(backend: Any, frontend: Any, mount_path: str) -> dict[str, dict[str, Any]]:
     """What the live services serve: name -> object, language, voices, prompt."""
-    backend_env, frontend_env = _env(backend), _env(frontend)
+    backend_env, frontend_env = container_env(backend), container_env(frontend)
     default_path = backend_env.get("MODEL_PATH", "")
     if not default_path:
         return {}

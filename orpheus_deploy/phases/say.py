@@ -24,7 +24,7 @@ from orpheus_deploy.errors import (
     InputError,
     OrpheusError,
 )
-from orpheus_deploy.phases.smoke_test import DEFAULT_TIMEOUT_S, parse_wav
+from orpheus_deploy.phases.smoke_test import DEFAULT_TIMEOUT_S, error_of, parse_wav
 
 __all__ = ["DEFAULT_TIMEOUT_S", "FORMATS", "SAMPLE_RATE", "AudioMeter", "SayResult", "SpeechFailed",
            "SpeechRequest", "speak"]
@@ -137,31 +137,23 @@ def speak(url: str, key: str, request: SpeechRequest, write: Callable[[bytes], N
     return result
 
 
-def _error_message(body: bytes) -> str:
-    """The message of an OpenAI-shaped error, else the start of whatever the body is (a proxy's
-    or Cloud Run's own page)."""
-    import json
-
-    try:
-        return str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return " ".join(body[:200].decode("utf-8", "replace").split()) or "no message"
-
-
 def _request_hint(result: SayResult) -> str:
     return f"request id {result.request_id}: the frontend's log has the details"
 
 
 def _refused(status: int, body: bytes, result: SayResult, key_from_secret: bool
              ) -> OrpheusError:
-    message = _error_message(body)
+    message, _code = error_of(body)
     url = result.url
     if status == 401:
-        if key_from_secret:
-            hint = ("the frontend runs with another key than the secret's latest version: "
-                    "`orpheus deploy-frontend` picks the secret up again")
-        else:
-            hint = "pass the key `orpheus setup` printed, or omit --key to read it from the secret"
+        # The running frontend re-reads the secret's keys every api_key_refresh_s: a key
+        # revoked is refused from then on, one just created is accepted only from then on.
+        hint = ("the key may have been revoked, or be newer than the frontend's last re-read "
+                "of its keys (every api_key_refresh_s, 30 s by default): see `orpheus keys "
+                "list`; `orpheus keys create NAME` makes a new one")
+        if not key_from_secret:
+            hint = ("pass a key that `orpheus setup` or `orpheus keys create` printed, or omit "
+                    f"--key to read it from the secret; {hint}")
         return SpeechFailed(f"{url} refused the API key ({status}: {message})", hint, EXIT_AUTH)
     if status in (400, 413, 422):
         return InputError(f"{url} refused the request ({status}: {message})")

@@ -6,11 +6,9 @@ bindings that name them, the bucket and the secret before their IAM bindings.
 
 from __future__ import annotations
 
-import os
 import secrets
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from orpheus_deploy.errors import CloudError, InputError
@@ -25,6 +23,7 @@ from orpheus_deploy.resources.service_accounts import ServiceAccount
 
 if TYPE_CHECKING:
     from orpheus_deploy.config import Settings
+    from orpheus_deploy.secret_file import SecretFile
     from orpheus_deploy.ui import UI
 
 BUCKET_READER_ROLE = "roles/storage.objectViewer"
@@ -139,24 +138,46 @@ def key_retrieval_hint(settings: Settings) -> str:
             "(or pass --api-key-file PATH to have it written to a file only you can read)")
 
 
-def write_key_file(path: Path, value: str) -> None:
-    """Write the key to ``path``, readable by its owner only (0600 from the first byte: the
-    file is created with that mode, and an existing file is narrowed before it is written)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (value + "\n").encode())
-    finally:
-        os.close(fd)
-
-
 def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = False,
-              cloud: Cloud | None = None, key_file: Path | None = None) -> PhaseReport:
+              cloud: Cloud | None = None, key_file: SecretFile | None = None,
+              apis_enabled_now: bool = False) -> PhaseReport:
+    """Reconcile setup's resources. ``key_file`` (opened by the command, before any change)
+    receives a key generated here and is removed again when none was, or on failure.
+    ``apis_enabled_now``: the caller enabled APIs moments ago (deploy --all's preflight), so
+    the calls here wait out their propagation as after enabling them here."""
+    try:
+        report = _reconcile_setup(settings, ui, key, rotate_key, cloud, apis_enabled_now)
+    except BaseException:
+        if key_file is not None:
+            key_file.discard()
+        raise
+    new_key = key.generated and key.used
+    if new_key and key_file is not None:
+        key_file.write(key.value())
+        report.data["api_key_file"] = str(key_file.path)
+        report.messages.append(f"The new API key was written to {key_file.path} (mode 0600); "
+                               f"it is also in Secret Manager ({settings.names.secret}).")
+    elif key_file is not None:
+        key_file.discard()  # no key was generated: nothing to write, no empty file left
+    if new_key and key_file is None and (ui.json_mode or ui.ci):
+        # A --json result or a CI log is kept and shared (an Actions log, an artifact): the key
+        # never goes there. Say where to read it instead.
+        report.data["api_key_secret"] = settings.names.secret
+        report.messages.append("A new API key was generated and stored in Secret Manager; it "
+                               f"is not printed here. To use it, {key_retrieval_hint(settings)}.")
+    ui.report(report)
+    if new_key and key_file is None and not (ui.json_mode or ui.ci):
+        # Shown once, on the terminal only; it is not stored anywhere on this machine.
+        ui.show_secret_once("API key", key.value())
+    return report
+
+
+def _reconcile_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool,
+                     cloud: Cloud | None, apis_enabled_now: bool) -> PhaseReport:
     cloud = cloud or Cloud(settings)
     cloud.ensure_credentials()
     settings.require_project()
     report = PhaseReport("setup")
-    apis_enabled_now = False
     for resource in setup_resources(settings):
         with ui.spinner(f"{resource.key}") as progress:
             cloud.progress = progress
@@ -176,20 +197,4 @@ def run_setup(settings: Settings, ui: UI, key: KeySource, rotate_key: bool = Fal
                 report.messages.append(
                     "The secret already has a key, so the given key was not stored; "
                     "pass --rotate-key to replace it.")
-    new_key = key.generated and key.used
-    if new_key and key_file is not None:
-        write_key_file(key_file, key.value())
-        report.data["api_key_file"] = str(key_file)
-        report.messages.append(f"The new API key was written to {key_file} (mode 0600); it is "
-                               f"also in Secret Manager ({settings.names.secret}).")
-    elif new_key and (ui.json_mode or ui.ci):
-        # A --json result or a CI log is kept and shared (an Actions log, an artifact): the key
-        # never goes there. Say where to read it instead.
-        report.data["api_key_secret"] = settings.names.secret
-        report.messages.append("A new API key was generated and stored in Secret Manager; it "
-                               f"is not printed here. To use it, {key_retrieval_hint(settings)}.")
-    ui.report(report)
-    if new_key and key_file is None and not (ui.json_mode or ui.ci):
-        # Shown once, on the terminal only; it is not stored anywhere on this machine.
-        ui.show_secret_once("API key", key.value())
     return report

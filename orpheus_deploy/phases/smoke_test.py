@@ -217,8 +217,8 @@ def _speech(client: Any, endpoint: str, body: dict[str, Any], key: str,
     data = b"".join(chunks)
     result.audio_bytes = len(data)
     if status != 200:
-        message, code = _error_of(data)
-        return Check("right key", False, status, f"expected 200: {message}", code)
+        message, code = error_of(data)
+        return Check("right key", False, status, f"expected 200: {message[:200]}", code)
     try:
         wav = parse_wav(data)
     except ValueError as exc:
@@ -230,15 +230,16 @@ def _speech(client: Any, endpoint: str, body: dict[str, Any], key: str,
                  f"{wav.seconds:.2f}s of {wav.sample_rate} Hz audio")
 
 
-def _error_of(data: bytes) -> tuple[str, str | None]:
-    """The message and code of an OpenAI-shaped error body (or its first bytes as text)."""
+def error_of(body: bytes) -> tuple[str, str | None]:
+    """The message and code of an OpenAI-shaped error body; else the start of whatever the
+    body is (a proxy's or Cloud Run's own page) on one line, and no code."""
     import json
 
     try:
-        error = json.loads(data)["error"]
-        return str(error["message"])[:200], error.get("code")
+        error = json.loads(body)["error"]
+        return str(error["message"]), error.get("code")
     except (ValueError, KeyError, TypeError):
-        return data[:200].decode("utf-8", errors="replace"), None
+        return " ".join(body[:200].decode("utf-8", "replace").split()) or "no message", None
 
 
 def _http_error(exc: Exception) -> str:

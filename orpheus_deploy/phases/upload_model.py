@@ -44,7 +44,7 @@ from orpheus_deploy.models import (
     with_model,
 )
 from orpheus_deploy.resources.base import CREATE, UNCHANGED, UPDATE, PhaseReport, Result
-from orpheus_deploy.state import load_state, save_state
+from orpheus_deploy.state import DeploymentState, load_state, save_state
 
 if TYPE_CHECKING:
     from orpheus_deploy.config import Settings
@@ -178,17 +178,20 @@ def run_upload(settings: Settings, ui: UI, path: Path, object_name: str | None =
                              EXIT_NOT_FOUND, kind="not_found")
         existing = bucket.get_blob(object_name, retry=cloud.policy.storage_retry())
 
-    state = load_state(cloud, settings)
     if entry is not None:
         entry = dataclasses.replace(entry, crc32c=crc32c)
+
+    def recorded(state: DeploymentState) -> DeploymentState:
+        """``state`` with this model recorded (a registration checked against it)."""
+        if entry is None:
+            return dataclasses.replace(state, model_object=object_name, model_crc32c=crc32c,
+                                       model_size=size,
+                                       model_dims=dims.as_dict() if dims else None)
         check_registration(entry, state, settings.model_object or state.model_object)
-        new_state = with_model(state, entry)
-    else:
-        new_state = dataclasses.replace(state, model_object=object_name, model_crc32c=crc32c,
-                                        model_size=size,
-                                        model_dims=dims.as_dict() if dims else None)
+        return with_model(state, entry)
+
     # The GPU must hold the new manifest: refused here rather than after a multi-GB upload.
-    memory_budget(settings, manifest(settings, new_state)).check()
+    memory_budget(settings, manifest(settings, recorded(load_state(cloud, settings)))).check()
 
     if existing is not None and existing.size == size and existing.crc32c == crc32c:
         report.results.append(Result(key, UNCHANGED,
@@ -198,6 +201,10 @@ def run_upload(settings: Settings, ui: UI, path: Path, object_name: str | None =
         report.results.append(Result(key, UPDATE if existing is not None else CREATE,
                                      detail=f"{_human(size)}, crc32c {crc32c} verified"))
 
+    # Read again: the upload took minutes, and what was saved meanwhile (a build's image
+    # digests, another model) must not be lost by saving the state read before it.
+    state = load_state(cloud, settings)
+    new_state = recorded(state)
     if entry is not None:
         before = next((e for e in extra_entries(state) if e.name == entry.name), None)
         action = CREATE if before is None else (UNCHANGED if before == entry else UPDATE)

@@ -1,5 +1,6 @@
 """The two buckets: in the deployment's region, uniform bucket-level access, public access
 prevention enforced (the model, the deployment state and the build sources are private).
+``Bucket`` holds what they share (read, create or update, delete); each names its bucket.
 
 - ``ModelBucket``: the model and ``_orpheus/state.json``; kept by destroy unless asked.
 - ``BuildBucket``: build sources and logs. Worthless after a few days, so a lifecycle rule
@@ -9,6 +10,8 @@ prevention enforced (the model, the deployment state and the build sources are p
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +35,12 @@ class BucketSpec:
     delete_after_days: int | None = None  # lifecycle: delete objects older than this
 
 
-class ModelBucket(Resource):
-    kind = "bucket"
+class Bucket(Resource):
+    """A private bucket of the deployment in its region (subclasses name it and may add a
+    lifecycle rule). Siblings, not parent and child: destroy keeps a ``ModelBucket`` unless
+    asked, which must never match the build bucket."""
 
-    @property
-    def name(self) -> str:
-        return self.settings.names.bucket
+    kind = "bucket"
 
     def desired(self, settings: Settings) -> BucketSpec:
         return BucketSpec(location=settings.region.upper(), uniform_access=True,
@@ -80,28 +83,39 @@ class ModelBucket(Resource):
             existing.patch(retry=cloud.policy.storage_retry())
 
     def delete(self, cloud: Cloud) -> bool:
+        """Delete every object, then the bucket. Not ``bucket.delete(force=True)``: the client
+        refuses that for a bucket of more than 256 objects (build sources and logs pile up)."""
         from google.api_core import exceptions
 
+        client = cloud.storage()
         with translated(f"delete bucket {self.name}", cloud.project):
-            bucket = cloud.storage().lookup_bucket(self.name)
+            bucket = client.lookup_bucket(self.name, retry=cloud.policy.storage_retry())
             if bucket is None:
                 return False
             try:
-                bucket.delete(force=True)
+                for blob in client.list_blobs(self.name, retry=cloud.policy.storage_retry()):
+                    with contextlib.suppress(exceptions.NotFound):  # deleted meanwhile
+                        blob.delete()
+                bucket.delete()
             except exceptions.NotFound:
                 return False
             return True
 
 
-class BuildBucket(ModelBucket):
+class ModelBucket(Bucket):
+    @property
+    def name(self) -> str:
+        return self.settings.names.bucket
+
+
+class BuildBucket(Bucket):
     @property
     def name(self) -> str:
         return self.settings.names.build_bucket
 
     def desired(self, settings: Settings) -> BucketSpec:
-        return BucketSpec(location=settings.region.upper(), uniform_access=True,
-                          public_access_prevention="enforced",
-                          delete_after_days=BUILD_OBJECTS_MAX_AGE_DAYS)
+        return dataclasses.replace(super().desired(settings),
+                                   delete_after_days=BUILD_OBJECTS_MAX_AGE_DAYS)
 
 
 def _configure(bucket: Any, spec: BucketSpec) -> None:

@@ -141,6 +141,14 @@ def service_status(svc: run_v2.Service | None) -> ServiceStatus:
     )
 
 
+def container_env(svc: run_v2.Service | None) -> dict[str, str]:
+    """The live service's container environment: the variables with a literal value (one read
+    from a secret has none); empty when the service or its container is missing."""
+    if svc is None or not svc.template.containers:
+        return {}
+    return {e.name: e.value for e in svc.template.containers[0].env if e.value}
+
+
 def explain_failure(message: str, settings: Settings, service: str) -> CloudError:
     """Turn Cloud Run's rejection or revision-failure text into one actionable line."""
     text = " ".join(message.split())

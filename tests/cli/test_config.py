@@ -73,6 +73,12 @@ def test_names_derive_from_name_project_region(workdir):
     ("frontend_timeout_s = 7200\n", "3600"),
     ("key_max_streams = -1\n", "key_max_streams"),
     ("queue_timeout_s = 0\n", "queue_timeout_s"),
+    # The frontend's request timeout is api_timeout_s + 60 at least: over Cloud Run's 3600.
+    ("api_timeout_s = 3541\n", "use at most 3540"),
+    ("temperature = 2.5\n", "temperature"),
+    ("top_p = 0\n", "top_p"),
+    ("repetition_penalty = 3.5\n", "repetition_penalty"),
+    ("max_tokens = 6\n", "max_tokens"),
     ("this is not toml", "TOML"),
 ])
 def test_bad_config_is_a_clear_error(workdir, content, needle):
@@ -80,6 +86,31 @@ def test_bad_config_is_a_clear_error(workdir, content, needle):
     with pytest.raises(ConfigError) as info:
         load_settings(project="proj-123")
     assert needle in str(info.value)
+
+
+def test_the_frontends_sampling_bounds_are_checked_before_a_deploy(workdir, fake_cloud,
+                                                                    run_cli):
+    from orpheus_deploy.config import FRONTEND_SAMPLING_BOUNDS, Bounds
+    from runtime.frontend.settings import Settings as FrontendSettings
+
+    # The same bounds as the frontend's own settings, which refuse to start outside them.
+    for key, bounds in FRONTEND_SAMPLING_BOUNDS.items():
+        metadata = FrontendSettings.model_fields[key].metadata  # annotated_types Ge, Gt, Le
+        limits = {type(m).__name__.lower(): float(getattr(m, type(m).__name__.lower()))
+                  for m in metadata}
+        assert set(limits) <= {"ge", "gt", "le"}, (key, limits)
+        low_open = "gt" in limits
+        assert bounds == Bounds(limits["gt" if low_open else "ge"], limits.get("le"),
+                                low_open=low_open), key
+    assert str(FRONTEND_SAMPLING_BOUNDS["top_p"]) == "(0, 1]"
+    load_settings(project="proj-123", temperature=2.0, top_p=1.0, repetition_penalty=3.0,
+                  max_tokens=7)  # the edges themselves are accepted
+
+    refused = run_cli("plan", env={"ORPHEUS_TOP_P": "1.5"})
+    assert refused.exit_code == 2
+    assert "Invalid top_p 1.5 (from env ORPHEUS_TOP_P) → the frontend accepts (0, 1]" \
+        in refused.stderr
+    assert fake_cloud.log == []
 
 
 def test_bad_env_value(workdir, monkeypatch):

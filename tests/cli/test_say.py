@@ -229,16 +229,44 @@ def test_a_player_that_fails_is_reported_and_the_file_is_kept(
     assert wav_samples(out.read_bytes(), streaming=False).size == FRAMES * SAMPLES_PER_FRAME
 
 
-def test_a_refused_key_from_the_secret_points_at_the_frontend() -> None:
-    """The key read from Secret Manager is the secret's latest version; the frontend took its
-    key when it started, so after a rotation without a redeploy the two differ."""
+def test_a_player_that_reads_only_files_gets_a_sealed_wav(tmp_path: Path) -> None:
+    """pw-play and afplay read a file, not stdin: they get the finished file, its sizes sealed
+    (a streamed WAV's are placeholders). `cp` stands in for such a player: what it copies is
+    what a player would read."""
+    import numpy as np
+
+    from orpheus_deploy.audio_out import Player, PlayerOutput
+    from runtime.codec.encoders import wav_header
+
+    cp = shutil.which("cp")
+    assert cp is not None
+    played, scratch = tmp_path / "played.wav", tmp_path / "scratch.wav"
+    out = PlayerOutput(Player("cp", ("{file}", str(played)), frozenset({"wav"})), cp, scratch,
+                       "wav")
+    samples = (np.arange(4800) % 200 - 100).astype("<i2").tobytes()
+    for chunk in (wav_header(SAMPLE_RATE), samples[:3000], samples[3000:]):
+        out.write(chunk)
+    out.finish()
+    with wave.open(str(played)) as wav:
+        assert wav.getnframes() == 4800 and wav.readframes(4800) == samples
+    assert sorted(tmp_path.iterdir()) == [played]  # no scratch file left
+
+
+def test_a_refused_key_points_at_the_key_list() -> None:
+    """The frontend re-reads its keys every api_key_refresh_s (no redeploy): a refused key was
+    revoked, or is newer than that re-read."""
     from orpheus_deploy.phases.say import SayResult, _refused
 
     result = SayResult("https://fe.example", "wav", "tara", "say-1")
     body = b'{"error": {"message": "incorrect API key provided"}}'
     from_secret = _refused(401, body, result, key_from_secret=True)
-    assert from_secret.exit_code == 4 and "orpheus deploy-frontend" in str(from_secret.hint)
+    assert from_secret.exit_code == 4
+    for hint in ("revoked", "30 s", "orpheus keys list", "orpheus keys create"):
+        assert hint in str(from_secret.hint)
+    assert "deploy-frontend" not in str(from_secret.hint)
+    assert "omit --key" not in str(from_secret.hint)
     given = _refused(401, body, result, key_from_secret=False)
+    assert "orpheus keys list" in str(given.hint)
     assert "omit --key to read it from the secret" in str(given.hint)
     # Not the frontend's JSON (Cloud Run's own error page): the start of the page instead.
     page = _refused(500, b"<html>\n  Server   Error</html>", result, key_from_secret=False)

@@ -105,8 +105,6 @@ def test_a_generated_key_is_shown_once_on_a_terminal(fake_cloud, run_cli):
 
 def test_api_key_file_is_written_for_its_owner_only(fake_cloud, run_cli, tmp_path):
     target = tmp_path / "key.txt"
-    target.write_text("old content, readable by all")
-    target.chmod(0o644)
     result = run_cli("--json", "setup", "--api-key-file", str(target), env={"CI": "true"})
     assert result.exit_code == 0, result.output
     key = _generated(fake_cloud)
@@ -121,3 +119,35 @@ def test_api_key_file_in_a_missing_directory_changes_nothing(fake_cloud, run_cli
     assert result.exit_code == 2
     assert "does not exist" in result.stderr
     assert fake_cloud.mutating_calls() == []
+
+
+def test_an_existing_api_key_file_or_link_is_refused_and_changes_nothing(fake_cloud, run_cli,
+                                                                        tmp_path):
+    # Never written over, never followed: a file someone else can read, or a link planted to
+    # make the key land elsewhere, is refused before anything is created in the cloud.
+    existing = tmp_path / "key.txt"
+    existing.write_text("old content, readable by all")
+    existing.chmod(0o644)
+    elsewhere = tmp_path / "elsewhere.txt"
+    link = tmp_path / "link.txt"
+    link.symlink_to(elsewhere)
+    for path in (existing, link):
+        for args in (["setup"], ["deploy", "--all"]):
+            result = run_cli("--json", *args, "--api-key-file", str(path), env={"CI": "true"})
+            assert result.exit_code == 2, result.everything
+            assert f"{path} already exists" in result.stderr
+            assert fake_cloud.mutating_calls() == []
+    assert existing.read_text() == "old content, readable by all"
+    assert not elsewhere.exists() and link.is_symlink()
+
+
+def test_api_key_file_is_removed_when_no_key_was_generated(fake_cloud, run_cli, tmp_path):
+    target = tmp_path / "key.txt"
+    fake_cloud.fail_next("CreateSecret", grpc.StatusCode.PERMISSION_DENIED, times=None)
+    failed = run_cli("setup", "--api-key-file", str(target))
+    assert failed.exit_code != 0 and not target.exists()
+    fake_cloud.clear_faults()
+    given = run_cli("setup", "--api-key", KEY, "--api-key-file", str(target))
+    assert given.exit_code == 0, given.everything
+    assert not target.exists()
+    _assert_clean(given, KEY)

@@ -307,7 +307,7 @@ def test_a_service_account_that_never_appears_still_fails(cloud, run_cli):
     assert "Traceback" not in result.output
 
 
-def _iam_disabled_fault(cloud, times):
+def iam_disabled_fault(cloud, times):
     # Google's wording and ErrorInfo for an API that is off, or was enabled moments ago.
     cloud.fail_next(
         "CreateServiceAccount", grpc.StatusCode.PERMISSION_DENIED, times=times,
@@ -323,7 +323,7 @@ def _iam_disabled_fault(cloud, times):
 def test_apis_enabled_by_this_run_are_given_time_to_propagate(cloud, run_cli):
     # The enable operation is done before every API's front end knows: the next calls may
     # still answer SERVICE_DISABLED for a while.
-    _iam_disabled_fault(cloud, times=2)
+    iam_disabled_fault(cloud, times=2)
     result = run_cli("setup", "--api-key", API_KEY)
     assert result.exit_code == 0, result.output
     assert set(cloud.services["iam"].accounts) == {BACKEND_SA, FRONTEND_SA}
@@ -334,7 +334,7 @@ def test_an_api_disabled_while_setup_enabled_nothing_fails_at_once(cloud, run_cl
     assert run_cli("setup", "--api-key", API_KEY).exit_code == 0
     cloud.services["iam"].accounts.clear()
     cloud.clear_log()
-    _iam_disabled_fault(cloud, times=None)
+    iam_disabled_fault(cloud, times=None)
     result = run_cli("setup")
     assert result.exit_code != 0
     assert "iam.googleapis.com API is disabled" in result.stderr

@@ -172,3 +172,40 @@ def test_missing_file_is_a_usage_error(fake_cloud, run_cli, tmp_path):
     assert result.exit_code == 2
     assert "nope.gguf" in result.output
     assert fake_cloud.log == []
+
+
+def test_what_is_saved_during_the_upload_is_kept(fake_cloud, bucket, run_cli, tmp_path,
+                                                 monkeypatch):
+    # The upload takes minutes; a build that ends meanwhile saves its image digests, another
+    # upload registers its model. The state saved after the upload keeps both.
+    import dataclasses
+
+    from orpheus_deploy.config import load_settings
+    from orpheus_deploy.models import ModelEntry, with_model
+    from orpheus_deploy.phases import upload_model
+    from orpheus_deploy.state import load_state, save_state
+
+    digest = "sha256:" + "b" * 64
+    meanwhile = [
+        lambda state: dataclasses.replace(state, backend_image_digest=digest),
+        lambda state: with_model(state, ModelEntry("de", "de.gguf", "de", ("hans",), size=MiB)),
+    ]
+    real_upload = upload_model._upload
+
+    def upload_while_another_run_saves(cloud, *args):
+        settings = load_settings()
+        save_state(cloud, settings, meanwhile.pop(0)(load_state(cloud, settings)))
+        real_upload(cloud, *args)
+
+    monkeypatch.setattr(upload_model, "_upload", upload_while_another_run_saves)
+    default = write_gguf(tmp_path / "en.gguf", MiB, seed=5)
+    assert run_cli("upload-model", str(default)).exit_code == 0
+    state = _state(fake_cloud)
+    assert (state.model_object, state.backend_image_digest) == ("en.gguf", digest)
+
+    french = write_gguf(tmp_path / "fr.gguf", MiB, seed=6)
+    result = run_cli("upload-model", str(french), "--voices", "pierre", "--language", "fr")
+    assert result.exit_code == 0, result.everything
+    state = _state(fake_cloud)
+    assert sorted(m["name"] for m in state.models) == ["de", "fr"]
+    assert (state.model_object, state.backend_image_digest) == ("en.gguf", digest)

@@ -303,6 +303,27 @@ def test_destroy_then_status_leaves_only_the_bucket(cloud: Any, run_cli: Any, mo
     assert status["limits"]["source"] == "configured"
 
 
+def test_destroy_delete_model_empties_buckets_of_any_size(cloud: Any, run_cli: Any) -> None:
+    # The storage client's bucket.delete(force=True) refuses a bucket of more than 256 objects;
+    # both buckets are emptied object by object instead (one delete for both).
+    from orpheus_deploy.config import load_settings
+    from orpheus_deploy.gcp import Cloud
+    from orpheus_deploy.phases.build import ensure_build_bucket
+
+    assert run_cli("setup").exit_code == 0
+    settings = load_settings()
+    storage = Cloud(settings).storage()
+    buckets = (settings.names.bucket, ensure_build_bucket(settings, Cloud(settings)))
+    for name, count in zip(buckets, (257, 3), strict=True):
+        for i in range(count):
+            storage.bucket(name).blob(f"piece-{i:03d}").upload_from_string(b"x")
+    gone = run_cli("--json", "--yes", "destroy", "--delete-model")
+    assert gone.exit_code == 0, gone.everything
+    actions = {r["key"]: r["action"] for r in json.loads(gone.stdout)["results"]}
+    assert [actions[f"bucket/{name}"] for name in buckets] == ["delete", "delete"]
+    assert [storage.lookup_bucket(name) for name in buckets] == [None, None]
+
+
 def test_smoke_test_against_the_real_frontend_app(cloud: Any, run_cli: Any,
                                                  frontend_factory: Any) -> None:
     running = frontend_factory()

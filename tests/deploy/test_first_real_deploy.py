@@ -16,6 +16,8 @@ import pytest
 from google.api_core import exceptions
 from google.iam.v1 import policy_pb2
 
+from tests.cli.test_setup import iam_disabled_fault
+
 PROJECT = "test-project"
 REPO = f"projects/{PROJECT}/locations/us-central1/repositories/orpheus-repo"
 FRONTEND = f"projects/{PROJECT}/locations/us-central1/services/orpheus-frontend"
@@ -38,6 +40,25 @@ def test_a_source_grant_still_propagating_is_waited_for_not_failed(cloud: Any,
     assert len(builds.builds) == 1
     assert (f"Waiting for roles/storage.admin on gs://orpheus-build-{PROJECT} for "
             f"{builds.default_service_account} to take effect") in result.stderr
+
+
+def test_apis_the_preflight_enabled_are_given_time_to_propagate(cloud: Any, run_cli: Any,
+                                                                model_file: Path,
+                                                                tmp_path: Path) -> None:
+    # deploy --all enables the APIs before `doctor`, so setup finds them already enabled; the
+    # IAM API's front end may still answer SERVICE_DISABLED for a while, which setup waits out
+    # as it does after enabling the APIs itself.
+    cloud.enforce_apis = True  # a new project: every API but Service Usage is off
+    iam_disabled_fault(cloud, times=2)
+    key_file = tmp_path / "api.key"
+    result = run_cli("--json", "deploy", "--all", "--model", str(model_file), "--no-test",
+                     "--api-key-file", str(key_file))
+    assert result.exit_code == 0, result.everything
+    assert len(cloud.calls("CreateServiceAccount")) == 4
+    assert set(cloud.services["iam"].accounts) == {
+        f"orpheus-{kind}@{PROJECT}.iam.gserviceaccount.com" for kind in ("backend", "frontend")}
+    payload = cloud.services["secretmanager"].payloads("orpheus-api-key")[-1].decode()
+    assert key_file.read_text() == payload + "\n"
 
 
 def test_a_lost_create_build_answer_never_starts_a_second_build(cloud: Any,
